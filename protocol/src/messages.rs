@@ -1,0 +1,237 @@
+//! Session and enrollment messages.
+//!
+//! An enrolled agent opens one bidirectional stream per connection. It sends
+//! [`AgentMessage::Hello`] first; the hub answers [`HubMessage::Welcome`] or
+//! [`HubMessage::Refused`]. After that the agent sends heartbeats, fact batches and
+//! certificate renewals; the hub sends acks, busy replies, certificates and
+//! (reserved) commands. Variants are only ever appended.
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::Fact;
+
+/// What kind of node the agent runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostKind {
+    /// A Proxmox VE node.
+    Proxmox,
+    /// A Docker or Podman host.
+    Docker,
+    /// Any other Linux host.
+    Plain,
+}
+
+impl HostKind {
+    /// Stable lowercase name used in the store, API and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxmox => "proxmox",
+            Self::Docker => "docker",
+            Self::Plain => "plain",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "proxmox" => Some(Self::Proxmox),
+            "docker" => Some(Self::Docker),
+            "plain" => Some(Self::Plain),
+            _ => None,
+        }
+    }
+}
+
+/// First message of an agent session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the agent.
+    pub protocol_version: u16,
+    /// The agent's package version.
+    pub agent_version: String,
+    /// The node kind the agent detected.
+    pub host_kind: HostKind,
+    /// The node's hostname.
+    pub hostname: String,
+    /// The fact stream this agent's sequence numbers belong to (random, created
+    /// with the agent's spool).
+    pub stream_id: u64,
+}
+
+/// Liveness signal; the hub marks a node offline after missed heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Agent wall clock in Unix milliseconds, for clock-skew display.
+    pub sent_at_ms: i64,
+}
+
+/// A batch of facts with its per-agent, per-stream sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FactBatch {
+    /// The stream announced in [`Hello::stream_id`].
+    pub stream_id: u64,
+    /// Monotonic sequence number of this batch within the stream, from 1.
+    pub seq: u64,
+    /// The facts.
+    pub facts: Vec<Fact>,
+}
+
+/// A certificate renewal request carrying a fresh CSR (re-keying is allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// PKCS#10 certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+/// A command from the hub. Reserved: the control plane adds variants later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    /// Asks the agent to answer; used to test the channel.
+    Ping,
+}
+
+/// A hub-to-agent command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Hub-assigned id echoed in the result.
+    pub id: u64,
+    /// What to do.
+    pub body: CommandBody,
+}
+
+/// The result of a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    pub id: u64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// A short human-readable outcome.
+    pub detail: String,
+}
+
+/// Messages an enrolled agent sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// Session handshake.
+    Hello(Hello),
+    /// Liveness.
+    Heartbeat(Heartbeat),
+    /// Facts.
+    Facts(FactBatch),
+    /// Certificate renewal.
+    Renew(RenewRequest),
+    /// Result of a hub command.
+    CommandResult(CommandResult),
+}
+
+/// The hub's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the hub speaks on this session.
+    pub protocol_version: u16,
+    /// The agent id, as taken from the agent's verified certificate.
+    pub agent_id: String,
+    /// The hub's package version.
+    pub hub_version: String,
+    /// How often the agent must send a heartbeat.
+    pub heartbeat_interval_ms: u32,
+    /// Highest sequence number of [`Hello::stream_id`] the hub has committed;
+    /// the agent resumes after it.
+    pub committed_seq: u64,
+}
+
+/// Acknowledges that every batch up to `seq` is committed to the hub's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The stream.
+    pub stream_id: u64,
+    /// Highest committed sequence number.
+    pub seq: u64,
+}
+
+/// The hub is overloaded: keep the batch and retry later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Busy {
+    /// The batch that was not accepted.
+    pub seq: u64,
+    /// How long to wait before sending again.
+    pub retry_after_ms: u32,
+}
+
+/// Outcome of a [`RenewRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenewResponse {
+    /// A new certificate, DER, and its expiry.
+    Issued {
+        /// The certificate.
+        cert_der: Vec<u8>,
+        /// Its `notAfter`, Unix milliseconds.
+        not_after_ms: i64,
+    },
+    /// Renewal refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why the hub refused or ended a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// A short human-readable reason.
+    pub reason: String,
+}
+
+/// Messages the hub sends to an enrolled agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HubMessage {
+    /// Session accepted.
+    Welcome(Welcome),
+    /// Batches committed.
+    Ack(Ack),
+    /// Slow down.
+    Busy(Busy),
+    /// Renewal outcome.
+    Renewed(RenewResponse),
+    /// A command (reserved for the control plane).
+    Command(Command),
+    /// Session refused or ended.
+    Refused(Refused),
+}
+
+/// The single request a client without a certificate may send, on [`crate::ALPN_ENROLL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// [`crate::PROTOCOL_VERSION`] of the agent.
+    pub protocol_version: u16,
+    /// The one-time enrollment token.
+    pub token: String,
+    /// PKCS#10 CSR for the key the agent generated; the key never leaves the node.
+    pub csr_der: Vec<u8>,
+    /// The node's hostname (informational; the hub assigns the agent id).
+    pub hostname: String,
+    /// The node kind.
+    pub host_kind: HostKind,
+    /// The agent's package version.
+    pub agent_version: String,
+}
+
+/// The hub's answer to an [`EnrollRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    /// Enrolled: the agent's identity and client certificate.
+    Enrolled {
+        /// The agent id the hub assigned.
+        agent_id: String,
+        /// The signed client certificate, DER.
+        cert_der: Vec<u8>,
+        /// Its `notAfter`, Unix milliseconds.
+        not_after_ms: i64,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
