@@ -71,8 +71,7 @@ impl HostCollector {
         });
         let mut filesystems: Vec<Filesystem> = self
             .disks
-            .list()
-            .iter()
+            .into_iter()
             .filter(|d| {
                 let fs = d.file_system().to_string_lossy();
                 !PSEUDO_FS.contains(&fs.as_ref()) && d.total_space() > 0
@@ -88,10 +87,9 @@ impl HostCollector {
         filesystems.dedup_by(|a, b| a.mount == b.mount);
         let mut interfaces: Vec<NetInterface> = self
             .networks
-            .list()
-            .iter()
+            .into_iter()
             .map(|(name, data)| NetInterface {
-                name: name.clone(),
+                name: name.to_string_lossy().into_owned(),
                 mac: data.mac_address().to_string().to_ascii_lowercase(),
                 addrs: data
                     .ip_networks()

@@ -1,1 +1,2 @@
-//! x
+//! `wingman-hub`: the central server.
+pub mod store;

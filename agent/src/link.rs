@@ -1,0 +1,521 @@
+//! The agent's uplink: one mutual-TLS QUIC session at a time to the hub, with
+//! reconnects (jittered exponential backoff), heartbeats, fact batches awaiting
+//! acknowledgement, busy handling and certificate renewal.
+//!
+//! [`run`] is the agent's one event loop: a `select!` over shutdown, the
+//! heartbeat and facts timers, the renewal deadline and frames from the hub.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use wingman_protocol::{
+    AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody, FrameDecoder,
+    HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage, PROTOCOL_VERSION,
+    RenewRequest, RenewResponse,
+};
+
+use crate::config::AgentConfig;
+use crate::facts::{HostCollector, changed_materially};
+use crate::state::{Identity, StateError};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Enrollment state is missing or unreadable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Host facts cannot be collected on this system.
+    #[error("cannot read host facts: {0}")]
+    Facts(String),
+    /// The QUIC endpoint could not be created.
+    #[error("cannot open a UDP socket for the uplink: {0}")]
+    Socket(std::io::Error),
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum Outcome {
+    Shutdown,
+    Renewed,
+    Lost(String),
+    Refused(String),
+}
+
+/// Batches sent but not yet acknowledged. Bounded: beyond `cap` the oldest
+/// batch is dropped and counted (overflow policy: drop oldest).
+#[derive(Debug)]
+struct Outbox {
+    next_seq: u64,
+    sent_upto: u64,
+    unacked: VecDeque<FactBatch>,
+    cap: usize,
+    dropped_batches: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, stream_id: u64, facts: Vec<Fact>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.unacked.len() >= self.cap {
+            self.unacked.pop_front();
+            self.dropped_batches += 1;
+        }
+        self.unacked.push_back(FactBatch {
+            stream_id,
+            seq,
+            facts,
+        });
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while self.unacked.front().is_some_and(|b| b.seq <= seq) {
+            self.unacked.pop_front();
+        }
+    }
+
+    fn on_welcome(&mut self, committed: u64) {
+        self.ack(committed);
+        self.next_seq = self.next_seq.max(committed + 1);
+        self.sent_upto = committed;
+    }
+}
+
+/// Counters the agent exposes about its link.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Sessions established.
+    pub sessions: u64,
+    /// Batches sent (including resends).
+    pub batches_sent: u64,
+    /// Batches acknowledged.
+    pub acked_seq: u64,
+    /// Batches dropped because the unacked queue was full.
+    pub dropped_batches: u64,
+    /// Certificates renewed.
+    pub renewals: u64,
+}
+
+/// Jittered exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let exp = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let jitter: f64 = 0.5 + rand::random::<f64>() * 0.5;
+        exp.mul_f64(jitter)
+    }
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The state the event loop carries across sessions.
+struct Agent {
+    config: AgentConfig,
+    state_dir: PathBuf,
+    identity: Identity,
+    kind: HostKind,
+    collector: Arc<Mutex<HostCollector>>,
+    outbox: Outbox,
+    last_sent: Option<(Instant, HostFacts)>,
+    stats: Arc<Mutex<LinkStats>>,
+}
+
+/// Runs the agent until `shutdown` fires.
+pub async fn run(
+    config: AgentConfig,
+    kind: HostKind,
+    stats: Arc<Mutex<LinkStats>>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let state_dir = config.state_dir.clone();
+    let identity = Identity::load(&state_dir)?;
+    let collector = HostCollector::new(kind).map_err(|e| AgentError::Facts(e.to_string()))?;
+    let mut agent = Agent {
+        outbox: Outbox {
+            next_seq: 1,
+            sent_upto: 0,
+            unacked: VecDeque::new(),
+            cap: config.link.max_unacked_batches,
+            dropped_batches: 0,
+        },
+        config,
+        state_dir,
+        identity,
+        kind,
+        collector: Arc::new(Mutex::new(collector)),
+        last_sent: None,
+        stats,
+    };
+    let mut backoff = Backoff {
+        min: Duration::from_millis(agent.config.link.reconnect_min_ms),
+        max: Duration::from_millis(agent.config.link.reconnect_max_ms),
+        attempt: 0,
+    };
+    info!(agent_id = %agent.identity.enrollment.agent_id, kind = kind.as_str(), "agent starting");
+    let mut endpoint: Option<(std::net::SocketAddr, quinn::Endpoint)> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Reload state each attempt so a renewed certificate is used at once.
+        match Identity::load(&agent.state_dir) {
+            Ok(id) => agent.identity = id,
+            Err(error) => warn!(%error, "cannot reload agent identity; using the one in memory"),
+        }
+        let hub = agent
+            .config
+            .hub
+            .clone()
+            .unwrap_or_else(|| agent.identity.enrollment.hub.clone());
+        let started = Instant::now();
+        let outcome = match connect(&hub, &agent.identity, &mut endpoint).await {
+            Ok(conn) => {
+                if let Ok(mut s) = agent.stats.lock() {
+                    s.sessions += 1;
+                }
+                agent.session(conn, &shutdown).await
+            }
+            Err(reason) => Outcome::Lost(reason),
+        };
+        match outcome {
+            Outcome::Shutdown => break,
+            Outcome::Renewed => {
+                backoff.reset();
+                continue;
+            }
+            Outcome::Lost(reason) => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff.reset();
+                }
+                warn!(%hub, %reason, "link to hub lost; reconnecting");
+            }
+            Outcome::Refused(reason) => {
+                warn!(%hub, %reason, "hub refused this agent");
+            }
+        }
+        let delay = backoff.next();
+        debug!(?delay, "waiting before reconnect");
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    if let Some((_, ep)) = endpoint {
+        ep.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+async fn connect(
+    hub: &str,
+    identity: &Identity,
+    endpoint: &mut Option<(std::net::SocketAddr, quinn::Endpoint)>,
+) -> Result<quinn::Connection, String> {
+    let addr = crate::enroll::resolve(hub).await.map_err(|e| e.to_string())?;
+    let need_new = endpoint
+        .as_ref()
+        .is_none_or(|(a, _)| a.is_ipv6() != addr.is_ipv6());
+    if need_new {
+        let ep = crate::enroll::client_endpoint(addr).map_err(|e| e.to_string())?;
+        *endpoint = Some((addr, ep));
+    }
+    let Some((_, ep)) = endpoint.as_ref() else {
+        return Err("no endpoint".into());
+    };
+    let cfg = crate::tls::agent_client_config(
+        &identity.ca_der,
+        vec![CertificateDer::from(identity.cert_der.clone())],
+        PrivateKeyDer::Pkcs8(identity.key_der.clone().into()),
+    )
+    .map_err(|e| e.to_string())?;
+    let connecting = ep
+        .connect_with(cfg, addr, HUB_SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Err(_) => Err("handshake timed out".into()),
+        Ok(Err(e)) => Err(format!("handshake failed: {e}")),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+async fn send(stream: &mut quinn::SendStream, msg: &AgentMessage) -> Result<(), String> {
+    let frame = wingman_protocol::encode(msg).map_err(|e| e.to_string())?;
+    stream.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+/// Reads the next frame from the hub; `None` when the stream ended.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<HubMessage>, String> {
+    loop {
+        if let Some(msg) = decoder.next_frame::<HubMessage>().map_err(|e| e.to_string())? {
+            return Ok(Some(msg));
+        }
+        let mut buf = vec![0u8; decoder.wanted().clamp(4, 64 * 1024)];
+        match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+            None => return Ok(None),
+            Some(n) => decoder.push(buf.get(..n).unwrap_or_default()),
+        }
+    }
+}
+
+impl Agent {
+    async fn session(&mut self, conn: quinn::Connection, shutdown: &CancellationToken) -> Outcome {
+        match self.session_inner(&conn, shutdown).await {
+            Ok(outcome) | Err(outcome) => {
+                let reason: &[u8] = match &outcome {
+                    Outcome::Shutdown => b"shutdown",
+                    Outcome::Renewed => b"renewed",
+                    _ => b"closing",
+                };
+                conn.close(0u32.into(), reason);
+                outcome
+            }
+        }
+    }
+
+    async fn session_inner(
+        &mut self,
+        conn: &quinn::Connection,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, Outcome> {
+        let lost = |e: String| Outcome::Lost(e);
+        let (mut tx, mut rx) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+        let hello = AgentMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            host_kind: self.kind,
+            hostname: sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into()),
+            stream_id: self.identity.enrollment.stream_id,
+        });
+        send(&mut tx, &hello).await.map_err(lost)?;
+        let mut decoder = FrameDecoder::new();
+        let welcome = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx, &mut decoder))
+            .await
+            .map_err(|_| lost("no welcome from hub".into()))?
+            .map_err(lost)?;
+        let welcome = match welcome {
+            Some(HubMessage::Welcome(w)) => w,
+            Some(HubMessage::Refused(r)) => return Err(Outcome::Refused(r.reason)),
+            Some(other) => return Err(lost(format!("unexpected first message {other:?}"))),
+            None => return Err(lost("hub closed the stream".into())),
+        };
+        info!(agent_id = %welcome.agent_id, committed_seq = welcome.committed_seq, "connected to hub");
+        self.outbox.on_welcome(welcome.committed_seq);
+        let hb_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+        let mut heartbeat = tokio::time::interval(hb_every);
+        let mut facts_tick =
+            tokio::time::interval(Duration::from_millis(self.config.facts.sample_interval_ms));
+        let mut paused_until: Option<Instant> = None;
+        let mut renew_at = self.renewal_deadline();
+        let mut pending_key: Option<Vec<u8>> = None;
+        self.last_sent = None;
+        self.flush(&mut tx, paused_until).await.map_err(lost)?;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = tx.finish();
+                    return Ok(Outcome::Shutdown);
+                }
+                _ = heartbeat.tick() => {
+                    let hb = AgentMessage::Heartbeat(Heartbeat { sent_at_ms: crate::now_ms() });
+                    send(&mut tx, &hb).await.map_err(lost)?;
+                }
+                _ = facts_tick.tick() => {
+                    self.sample_facts().await;
+                    self.flush(&mut tx, paused_until).await.map_err(lost)?;
+                }
+                () = tokio::time::sleep_until(renew_at), if pending_key.is_none() => {
+                    match crate::enroll::new_key_and_csr(&self.identity.enrollment.agent_id) {
+                        Ok((key, csr_der)) => {
+                            send(&mut tx, &AgentMessage::Renew(RenewRequest { csr_der })).await.map_err(lost)?;
+                            pending_key = Some(key);
+                            info!("requested certificate renewal");
+                        }
+                        Err(error) => warn!(%error, "cannot create renewal key"),
+                    }
+                    renew_at = Instant::now() + Duration::from_secs(60);
+                }
+                msg = read_frame(&mut rx, &mut decoder) => {
+                    let Some(msg) = msg.map_err(lost)? else {
+                        return Err(lost("hub closed the stream".into()));
+                    };
+                    match msg {
+                        HubMessage::Ack(ack) => {
+                            self.outbox.ack(ack.seq);
+                            if let Ok(mut s) = self.stats.lock() { s.acked_seq = s.acked_seq.max(ack.seq); }
+                        }
+                        HubMessage::Busy(busy) => {
+                            let wait = Duration::from_millis(u64::from(busy.retry_after_ms));
+                            paused_until = Some(Instant::now() + wait);
+                            self.outbox.sent_upto = self.outbox.sent_upto.min(busy.seq.saturating_sub(1));
+                            debug!(?wait, "hub is busy; holding batches");
+                        }
+                        HubMessage::Renewed(RenewResponse::Issued { cert_der, not_after_ms }) => {
+                            let Some(key) = pending_key.take() else { continue };
+                            if !crate::tls::cert_matches_key(&cert_der, &key) {
+                                warn!("renewed certificate does not match the new key; keeping the old one");
+                                continue;
+                            }
+                            let mut id = self.identity.clone();
+                            id.cert_der = cert_der;
+                            id.key_der = key;
+                            id.enrollment.cert_not_after_ms = not_after_ms;
+                            id.enrollment.cert_issued_at_ms = crate::now_ms();
+                            if let Err(error) = id.save_renewed(&self.state_dir) {
+                                warn!(%error, "cannot store renewed certificate");
+                                continue;
+                            }
+                            self.identity = id;
+                            if let Ok(mut s) = self.stats.lock() { s.renewals += 1; }
+                            info!(not_after_ms, "certificate renewed; reconnecting with it");
+                            let _ = tx.finish();
+                            return Ok(Outcome::Renewed);
+                        }
+                        HubMessage::Renewed(RenewResponse::Refused { reason }) => {
+                            pending_key = None;
+                            warn!(%reason, "hub refused certificate renewal");
+                        }
+                        HubMessage::Command(cmd) => {
+                            let result = match cmd.body {
+                                CommandBody::Ping => CommandResult { id: cmd.id, ok: true, detail: "pong".into() },
+                            };
+                            send(&mut tx, &AgentMessage::CommandResult(result)).await.map_err(lost)?;
+                        }
+                        HubMessage::Refused(r) => return Err(Outcome::Refused(r.reason)),
+                        HubMessage::Welcome(_) => return Err(lost("unexpected second welcome".into())),
+                    }
+                    if paused_until.is_some_and(|t| t <= Instant::now()) {
+                        paused_until = None;
+                        self.flush(&mut tx, paused_until).await.map_err(lost)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renewal happens at a random point between 60% and 75% of the lifetime.
+    fn renewal_deadline(&self) -> Instant {
+        let e = &self.identity.enrollment;
+        let lifetime = (e.cert_not_after_ms - e.cert_issued_at_ms).max(0) as f64;
+        let at_ms = e.cert_issued_at_ms as f64 + lifetime * (0.60 + rand::random::<f64>() * 0.15);
+        let wait_ms = (at_ms - crate::now_ms() as f64).max(0.0);
+        Instant::now() + Duration::from_millis(wait_ms as u64)
+    }
+
+    async fn sample_facts(&mut self) {
+        let collector = self.collector.clone();
+        let sampled = tokio::task::spawn_blocking(move || {
+            collector.lock().ok().map(|mut c| c.sample())
+        })
+        .await;
+        let Ok(Some(facts)) = sampled else {
+            warn!("host facts sample failed");
+            return;
+        };
+        let max_age = Duration::from_millis(self.config.facts.max_interval_ms);
+        let due = match &self.last_sent {
+            None => true,
+            Some((at, old)) => at.elapsed() >= max_age || changed_materially(old, &facts),
+        };
+        if due {
+            self.last_sent = Some((Instant::now(), facts.clone()));
+            let fact = Fact {
+                observed_at_ms: crate::now_ms(),
+                body: FactBody::Host(facts),
+            };
+            self.outbox
+                .push(self.identity.enrollment.stream_id, vec![fact]);
+            if let Ok(mut s) = self.stats.lock() {
+                s.dropped_batches = self.outbox.dropped_batches;
+            }
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        tx: &mut quinn::SendStream,
+        paused_until: Option<Instant>,
+    ) -> Result<(), String> {
+        if paused_until.is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        let pending: Vec<FactBatch> = self
+            .outbox
+            .unacked
+            .iter()
+            .filter(|b| b.seq > self.outbox.sent_upto)
+            .cloned()
+            .collect();
+        for batch in pending {
+            let seq = batch.seq;
+            send(tx, &AgentMessage::Facts(batch)).await?;
+            self.outbox.sent_upto = seq;
+            if let Ok(mut s) = self.stats.lock() {
+                s.batches_sent += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_drops_oldest_and_counts() {
+        let mut o = Outbox {
+            next_seq: 1,
+            sent_upto: 0,
+            unacked: VecDeque::new(),
+            cap: 2,
+            dropped_batches: 0,
+        };
+        for _ in 0..3 {
+            o.push(1, vec![]);
+        }
+        assert_eq!(o.dropped_batches, 1);
+        assert_eq!(o.unacked.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![2, 3]);
+        o.ack(2);
+        assert_eq!(o.unacked.len(), 1);
+        o.on_welcome(10);
+        assert!(o.unacked.is_empty());
+        assert_eq!(o.next_seq, 11);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            attempt: 0,
+        };
+        let first = b.next();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_millis(1000));
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}

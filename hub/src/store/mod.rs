@@ -1,0 +1,307 @@
+//! The hub's storage: one [`Store`] trait with domain methods, and two
+//! backends chosen by the database URL: SQLite (the embedded default) and
+//! PostgreSQL (the scale path). Migrations live in `migrations/<backend>/`,
+//! are embedded in the binary and are append-only.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sql::{PgStore, SqliteStore};
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint was violated.
+    #[error("already exists")]
+    Conflict,
+    /// The database URL is not usable.
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    /// The backend failed.
+    #[error("database error: {0}")]
+    Backend(String),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            _ => Self::Backend(e.to_string()),
+        }
+    }
+}
+
+/// Result alias.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Outcome of consuming an enrollment token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Valid and now consumed.
+    Consumed,
+    /// No such token or wrong secret.
+    Unknown,
+    /// Already used.
+    Used,
+    /// Past its expiry.
+    Expired,
+}
+
+/// A newly created enrollment token (only the secret's hash is stored).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Public token id.
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_hash: String,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Expiry, ms.
+    pub expires_at: i64,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRow {
+    /// Agent id (UUIDv7).
+    pub id: String,
+    /// Hostname reported at enrollment or last connect.
+    pub hostname: String,
+    /// proxmox, docker or plain.
+    pub kind: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// Enrollment time, ms.
+    pub enrolled_at: i64,
+    /// Revocation time, ms.
+    pub revoked_at: Option<i64>,
+    /// Last heartbeat or message, ms.
+    pub last_seen: Option<i64>,
+    /// Whether the node is considered online.
+    pub online: bool,
+    /// Expiry of the newest certificate, ms.
+    pub cert_not_after: i64,
+}
+
+/// The newest fact of one kind for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LatestFact {
+    /// Fact kind, e.g. "host".
+    pub kind: String,
+    /// When the agent observed it, ms.
+    pub observed_at: i64,
+    /// JSON body.
+    pub body: String,
+}
+
+/// One fact to ingest, already serialized.
+#[derive(Debug, Clone)]
+pub struct FactRecord {
+    /// Kind.
+    pub kind: String,
+    /// Observation time, ms.
+    pub observed_at: i64,
+    /// JSON body.
+    pub body: String,
+}
+
+/// Outcome of [`Store::ingest_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The stream's committed sequence number after this call.
+    pub committed_seq: u64,
+    /// The batch had been committed before (a replay); nothing was written.
+    pub duplicate: bool,
+}
+
+/// A dashboard user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// admin, operator or viewer.
+    pub role: String,
+    /// Set for one-time passwords: the user must choose a new one.
+    pub must_change_password: bool,
+}
+
+/// A server-side session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 of the session id (the cookie holds the id).
+    pub id_hash: String,
+    /// The user.
+    pub user_id: String,
+    /// The synchronizer CSRF token for this session.
+    pub csrf_token: String,
+    /// Creation, ms.
+    pub created_at: i64,
+    /// Last use, ms.
+    pub last_seen: i64,
+    /// Absolute expiry, ms.
+    pub expires_at: i64,
+}
+
+/// An API key (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    /// Id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// SHA-256 of the key, hex.
+    pub key_hash: String,
+    /// Owner.
+    pub user_id: String,
+    /// Creation, ms.
+    pub created_at: i64,
+    /// Expiry, ms.
+    pub expires_at: i64,
+    /// Revocation, ms.
+    pub revoked_at: Option<i64>,
+}
+
+/// Everything the hub persists, as domain operations.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Which backend this is ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+
+    /// Stores a new enrollment token.
+    async fn create_enrollment_token(&self, token: &NewToken) -> StoreResult<()>;
+    /// Atomically consumes a token if it exists, matches, is unused and unexpired.
+    async fn consume_enrollment_token(
+        &self,
+        id: &str,
+        secret_hash: &str,
+        used_by: &str,
+        now: i64,
+    ) -> StoreResult<TokenUse>;
+
+    /// Registers a newly enrolled agent and its first certificate in one transaction.
+    async fn create_agent(&self, agent: &AgentRow, cert_fingerprint: &str) -> StoreResult<()>;
+    /// Records a renewed certificate.
+    async fn add_certificate(
+        &self,
+        agent_id: &str,
+        fingerprint: &str,
+        issued_at: i64,
+        not_after: i64,
+    ) -> StoreResult<()>;
+    /// Certificates of agents that are not revoked and not expired: (fingerprint, agent id).
+    async fn active_certificates(&self, now: i64) -> StoreResult<Vec<(String, String)>>;
+    /// Revokes an agent; false when it does not exist or was already revoked.
+    async fn revoke_agent(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// Ids of revoked agents.
+    async fn revoked_agents(&self) -> StoreResult<Vec<String>>;
+    /// All agents, by hostname.
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRow>>;
+    /// One agent.
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRow>>;
+    /// Session start: updates identity fields, marks online, records the transition.
+    async fn agent_connected(
+        &self,
+        id: &str,
+        hostname: &str,
+        kind: &str,
+        agent_version: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Heartbeat: updates `last_seen` (and brings an offline node back online).
+    async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()>;
+    /// Marks online agents last seen before `cutoff` offline; returns their ids.
+    async fn mark_stale_offline(&self, cutoff: i64, now: i64) -> StoreResult<Vec<String>>;
+    /// Online/offline transitions of an agent, newest first: (online, at).
+    async fn presence_events(&self, agent_id: &str, limit: i64) -> StoreResult<Vec<(bool, i64)>>;
+
+    /// Highest committed sequence number of a stream (0 if none).
+    async fn committed_seq(&self, agent_id: &str, stream_id: u64) -> StoreResult<u64>;
+    /// Commits one batch idempotently: a batch at or below the committed
+    /// sequence number is a duplicate and writes nothing.
+    async fn ingest_batch(
+        &self,
+        agent_id: &str,
+        stream_id: u64,
+        seq: u64,
+        facts: &[FactRecord],
+        now: i64,
+    ) -> StoreResult<IngestOutcome>;
+    /// The newest fact of each kind for an agent.
+    async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>>;
+    /// Number of stored facts of an agent.
+    async fn fact_count(&self, agent_id: &str) -> StoreResult<i64>;
+
+    /// Creates a user; `Conflict` if the name exists.
+    async fn create_user(&self, user: &UserRow, now: i64) -> StoreResult<()>;
+    /// Replaces a user's password hash and clears or sets the must-change flag.
+    async fn set_password(&self, user_id: &str, hash: &str, must_change: bool) -> StoreResult<()>;
+    /// A user by login name.
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRow>>;
+    /// Number of users.
+    async fn user_count(&self) -> StoreResult<i64>;
+    /// Stores a session.
+    async fn create_session(&self, session: &SessionRow) -> StoreResult<()>;
+    /// A live session and its user.
+    async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<(SessionRow, UserRow)>>;
+    /// Updates a session's last use.
+    async fn touch_session(&self, id_hash: &str, now: i64) -> StoreResult<()>;
+    /// Deletes a session (logout).
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+    /// Stores an API key.
+    async fn create_api_key(&self, key: &ApiKeyRow) -> StoreResult<()>;
+    /// A valid (unrevoked, unexpired) API key and its user, by hash.
+    async fn api_key(&self, key_hash: &str, now: i64) -> StoreResult<Option<(ApiKeyRow, UserRow)>>;
+}
+
+/// A shared store handle.
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store for `url` (`sqlite://PATH` or `postgres://...`) and migrates it.
+pub async fn open(url: &str) -> StoreResult<DynStore> {
+    let store: DynStore = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::connect(url).await?)
+    } else {
+        return Err(StoreError::Url(
+            "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+        ));
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Redacts the password in a database URL for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split(':').next().unwrap_or("");
+            if creds.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}

@@ -1,0 +1,657 @@
+//! The SQLite and PostgreSQL backends. Both run the same SQL text (numbered
+//! `$N` parameters, `ON CONFLICT`, `RETURNING` work in both), so the
+//! implementation is written once in [`impl_store!`] and instantiated per
+//! backend; only connection setup and the migration files differ.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlSafeStr};
+
+use super::{
+    AgentRow, ApiKeyRow, FactRecord, IngestOutcome, LatestFact, NewToken, SessionRow, Store,
+    StoreError, StoreResult, TokenUse, UserRow,
+};
+
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|(v, desc, sql)| {
+                Migration::new(
+                    *v,
+                    Cow::Borrowed(*desc),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+)];
+
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+)];
+
+/// The embedded SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn agent_from_row<R: Row>(r: &R) -> StoreResult<AgentRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(AgentRow {
+        id: r.try_get(0)?,
+        hostname: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        agent_version: r.try_get(3)?,
+        enrolled_at: r.try_get(4)?,
+        revoked_at: r.try_get(5)?,
+        last_seen: r.try_get(6)?,
+        online: r.try_get(7)?,
+        cert_not_after: r.try_get(8)?,
+    })
+}
+
+fn user_from_row<R: Row>(r: &R, off: usize) -> StoreResult<UserRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRow {
+        id: r.try_get(off)?,
+        name: r.try_get(off + 1)?,
+        password_hash: r.try_get(off + 2)?,
+        role: r.try_get(off + 3)?,
+        must_change_password: r.try_get(off + 4)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after";
+const USER_COLS: &str = "u.id, u.name, u.password_hash, u.role, u.must_change_password";
+
+macro_rules! impl_store {
+    ($ty:ty, $backend:literal, $migrations:expr) => {
+        #[async_trait]
+        impl Store for $ty {
+            async fn migrate(&self) -> StoreResult<()> {
+                migrator($migrations)
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| StoreError::Migrate(e.to_string()))
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn create_enrollment_token(&self, t: &NewToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO enrollment_tokens (id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&t.id)
+                .bind(&t.secret_hash)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn consume_enrollment_token(
+                &self,
+                id: &str,
+                secret_hash: &str,
+                used_by: &str,
+                now: i64,
+            ) -> StoreResult<TokenUse> {
+                let consumed = sqlx::query(
+                    "UPDATE enrollment_tokens SET used_at = $1, used_by = $2 \
+                     WHERE id = $3 AND secret_hash = $4 AND used_at IS NULL AND expires_at > $1 RETURNING id",
+                )
+                .bind(now)
+                .bind(used_by)
+                .bind(id)
+                .bind(secret_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                if consumed.is_some() {
+                    return Ok(TokenUse::Consumed);
+                }
+                let row = sqlx::query(
+                    "SELECT secret_hash, used_at, expires_at FROM enrollment_tokens WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(TokenUse::Unknown);
+                };
+                let hash: String = row.try_get(0)?;
+                let used_at: Option<i64> = row.try_get(1)?;
+                let expires_at: i64 = row.try_get(2)?;
+                Ok(if hash != secret_hash {
+                    TokenUse::Unknown
+                } else if used_at.is_some() {
+                    TokenUse::Used
+                } else if expires_at <= now {
+                    TokenUse::Expired
+                } else {
+                    TokenUse::Unknown
+                })
+            }
+
+            async fn create_agent(&self, a: &AgentRow, fp: &str) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO agents (id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, NULL, FALSE, $6)",
+                )
+                .bind(&a.id)
+                .bind(&a.hostname)
+                .bind(&a.kind)
+                .bind(&a.agent_version)
+                .bind(a.enrolled_at)
+                .bind(a.cert_not_after)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO certificates (fingerprint, agent_id, issued_at, not_after) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(fp)
+                .bind(&a.id)
+                .bind(a.enrolled_at)
+                .bind(a.cert_not_after)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_certificate(
+                &self,
+                agent_id: &str,
+                fp: &str,
+                issued_at: i64,
+                not_after: i64,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO certificates (fingerprint, agent_id, issued_at, not_after) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(fp)
+                .bind(agent_id)
+                .bind(issued_at)
+                .bind(not_after)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE agents SET cert_not_after = $1 WHERE id = $2")
+                    .bind(not_after)
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn active_certificates(&self, now: i64) -> StoreResult<Vec<(String, String)>> {
+                let rows = sqlx::query(
+                    "SELECT c.fingerprint, c.agent_id FROM certificates c JOIN agents a ON a.id = c.agent_id \
+                     WHERE a.revoked_at IS NULL AND c.not_after > $1",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+            }
+
+            async fn revoke_agent(&self, id: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE agents SET revoked_at = $1, online = FALSE WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn revoked_agents(&self) -> StoreResult<Vec<String>> {
+                let rows = sqlx::query("SELECT id FROM agents WHERE revoked_at IS NOT NULL")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            }
+
+            async fn list_agents(&self) -> StoreResult<Vec<AgentRow>> {
+                let q = format!("SELECT {AGENT_COLS} FROM agents ORDER BY hostname, id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.pool).await?;
+                rows.iter().map(agent_from_row).collect()
+            }
+
+            async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRow>> {
+                let q = format!("SELECT {AGENT_COLS} FROM agents WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(agent_from_row).transpose()
+            }
+
+            async fn agent_connected(
+                &self,
+                id: &str,
+                hostname: &str,
+                kind: &str,
+                agent_version: &str,
+                now: i64,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE agents SET hostname = $1, kind = $2, agent_version = $3, last_seen = $4 WHERE id = $5",
+                )
+                .bind(hostname)
+                .bind(kind)
+                .bind(agent_version)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let flipped = sqlx::query(
+                    "UPDATE agents SET online = TRUE WHERE id = $1 AND online = FALSE AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if flipped.is_some() {
+                    sqlx::query("INSERT INTO presence_events (agent_id, online, at) VALUES ($1, TRUE, $2)")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let flipped = sqlx::query(
+                    "UPDATE agents SET online = TRUE WHERE id = $1 AND online = FALSE AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if flipped.is_some() {
+                    sqlx::query("INSERT INTO presence_events (agent_id, online, at) VALUES ($1, TRUE, $2)")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn mark_stale_offline(&self, cutoff: i64, now: i64) -> StoreResult<Vec<String>> {
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query(
+                    "UPDATE agents SET online = FALSE WHERE online = TRUE AND (last_seen IS NULL OR last_seen < $1) RETURNING id",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let id: String = r.try_get(0)?;
+                    sqlx::query("INSERT INTO presence_events (agent_id, online, at) VALUES ($1, FALSE, $2)")
+                        .bind(&id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    ids.push(id);
+                }
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            async fn presence_events(&self, agent_id: &str, limit: i64) -> StoreResult<Vec<(bool, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT online, at FROM presence_events WHERE agent_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+                )
+                .bind(agent_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+            }
+
+            async fn committed_seq(&self, agent_id: &str, stream_id: u64) -> StoreResult<u64> {
+                let row = sqlx::query(
+                    "SELECT committed_seq FROM streams WHERE agent_id = $1 AND stream_id = $2",
+                )
+                .bind(agent_id)
+                .bind(stream_id as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    None => Ok(0),
+                    Some(r) => Ok(r.try_get::<i64, _>(0)? as u64),
+                }
+            }
+
+            async fn ingest_batch(
+                &self,
+                agent_id: &str,
+                stream_id: u64,
+                seq: u64,
+                facts: &[FactRecord],
+                now: i64,
+            ) -> StoreResult<IngestOutcome> {
+                let stream = stream_id as i64;
+                let seq_i = i64::try_from(seq).map_err(|_| StoreError::Backend("sequence number out of range".into()))?;
+                let mut tx = self.pool.begin().await?;
+                let committed: Option<i64> = sqlx::query(
+                    "SELECT committed_seq FROM streams WHERE agent_id = $1 AND stream_id = $2",
+                )
+                .bind(agent_id)
+                .bind(stream)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                let committed = committed.unwrap_or(0);
+                if seq_i <= committed {
+                    tx.commit().await?;
+                    return Ok(IngestOutcome {
+                        committed_seq: committed as u64,
+                        duplicate: true,
+                    });
+                }
+                for (idx, f) in facts.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO facts (agent_id, stream_id, seq, idx, kind, observed_at, received_at, body) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (agent_id, stream_id, seq, idx) DO NOTHING",
+                    )
+                    .bind(agent_id)
+                    .bind(stream)
+                    .bind(seq_i)
+                    .bind(idx as i64)
+                    .bind(&f.kind)
+                    .bind(f.observed_at)
+                    .bind(now)
+                    .bind(&f.body)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO latest_facts (agent_id, kind, observed_at, body) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
+                         WHERE excluded.observed_at >= latest_facts.observed_at",
+                    )
+                    .bind(agent_id)
+                    .bind(&f.kind)
+                    .bind(f.observed_at)
+                    .bind(&f.body)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO streams (agent_id, stream_id, committed_seq, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
+                     committed_seq = CASE WHEN excluded.committed_seq > streams.committed_seq THEN excluded.committed_seq ELSE streams.committed_seq END, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(agent_id)
+                .bind(stream)
+                .bind(seq_i)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(IngestOutcome {
+                    committed_seq: seq,
+                    duplicate: false,
+                })
+            }
+
+            async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>> {
+                let rows = sqlx::query(
+                    "SELECT kind, observed_at, body FROM latest_facts WHERE agent_id = $1 ORDER BY kind",
+                )
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(LatestFact {
+                            kind: r.try_get(0)?,
+                            observed_at: r.try_get(1)?,
+                            body: r.try_get(2)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn fact_count(&self, agent_id: &str) -> StoreResult<i64> {
+                let r = sqlx::query("SELECT COUNT(*) FROM facts WHERE agent_id = $1")
+                    .bind(agent_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(r.try_get(0)?)
+            }
+
+            async fn create_user(&self, u: &UserRow, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, name, password_hash, role, must_change_password, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&u.id)
+                .bind(&u.name)
+                .bind(&u.password_hash)
+                .bind(&u.role)
+                .bind(u.must_change_password)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_password(&self, user_id: &str, hash: &str, must_change: bool) -> StoreResult<()> {
+                let r = sqlx::query(
+                    "UPDATE users SET password_hash = $1, must_change_password = $2 WHERE id = $3",
+                )
+                .bind(hash)
+                .bind(must_change)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRow>> {
+                let q = format!("SELECT {USER_COLS} FROM users u WHERE u.name = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(|r| user_from_row(r, 0)).transpose()
+            }
+
+            async fn user_count(&self) -> StoreResult<i64> {
+                let r = sqlx::query("SELECT COUNT(*) FROM users")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(r.try_get(0)?)
+            }
+
+            async fn create_session(&self, s: &SessionRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, last_seen, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.user_id)
+                .bind(&s.csrf_token)
+                .bind(s.created_at)
+                .bind(s.last_seen)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<(SessionRow, UserRow)>> {
+                let q = format!(
+                    "SELECT s.id_hash, s.user_id, s.csrf_token, s.created_at, s.last_seen, s.expires_at, {USER_COLS} \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(id_hash)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(r) = row else { return Ok(None) };
+                let s = SessionRow {
+                    id_hash: r.try_get(0)?,
+                    user_id: r.try_get(1)?,
+                    csrf_token: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    last_seen: r.try_get(4)?,
+                    expires_at: r.try_get(5)?,
+                };
+                Ok(Some((s, user_from_row(&r, 6)?)))
+            }
+
+            async fn touch_session(&self, id_hash: &str, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2")
+                    .bind(now)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_api_key(&self, k: &ApiKeyRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, key_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&k.id)
+                .bind(&k.name)
+                .bind(&k.key_hash)
+                .bind(&k.user_id)
+                .bind(k.created_at)
+                .bind(k.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn api_key(&self, key_hash: &str, now: i64) -> StoreResult<Option<(ApiKeyRow, UserRow)>> {
+                let q = format!(
+                    "SELECT k.id, k.name, k.key_hash, k.user_id, k.created_at, k.expires_at, k.revoked_at, {USER_COLS} \
+                     FROM api_keys k JOIN users u ON u.id = k.user_id \
+                     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.expires_at > $2"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(key_hash)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(r) = row else { return Ok(None) };
+                sqlx::query("UPDATE api_keys SET last_used = $1 WHERE key_hash = $2")
+                    .bind(now)
+                    .bind(key_hash)
+                    .execute(&self.pool)
+                    .await?;
+                let k = ApiKeyRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    key_hash: r.try_get(2)?,
+                    user_id: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    expires_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
+                };
+                Ok(Some((k, user_from_row(&r, 7)?)))
+            }
+        }
+    };
+}
+
+impl_store!(SqliteStore, "sqlite", SQLITE_MIGRATIONS);
+impl_store!(PgStore, "postgres", PG_MIGRATIONS);
