@@ -106,7 +106,9 @@ impl AgentConfig {
                 "facts.sample_interval_ms must be at least 100".into(),
             ));
         }
-        if self.link.reconnect_min_ms == 0 || self.link.reconnect_max_ms < self.link.reconnect_min_ms {
+        if self.link.reconnect_min_ms == 0
+            || self.link.reconnect_max_ms < self.link.reconnect_min_ms
+        {
             return Err(ConfigError::Invalid(
                 "link.reconnect_min_ms must be > 0 and <= link.reconnect_max_ms".into(),
             ));

@@ -25,10 +25,14 @@ pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
     /// The `--ca-sha256` value is not a SHA-256 fingerprint.
-    #[error("--ca-sha256 must be a 64-character hex SHA-256 fingerprint as printed by `wingman-hub token create`")]
+    #[error(
+        "--ca-sha256 must be a 64-character hex SHA-256 fingerprint as printed by `wingman-hub token create`"
+    )]
     BadFingerprint,
     /// The token is empty or malformed.
-    #[error("the enrollment token is malformed; copy it exactly as printed by `wingman-hub token create`")]
+    #[error(
+        "the enrollment token is malformed; copy it exactly as printed by `wingman-hub token create`"
+    )]
     BadToken,
     /// The hub address cannot be resolved.
     #[error("cannot resolve hub address {addr}: {reason}")]
@@ -39,7 +43,9 @@ pub enum EnrollError {
         reason: String,
     },
     /// The node is already enrolled.
-    #[error("this node is already enrolled as agent {agent_id} (state in {dir}); pass --force to enroll again")]
+    #[error(
+        "this node is already enrolled as agent {agent_id} (state in {dir}); pass --force to enroll again"
+    )]
     AlreadyEnrolled {
         /// The existing id.
         agent_id: String,
@@ -47,7 +53,9 @@ pub enum EnrollError {
         dir: String,
     },
     /// The hub presented a CA other than the pinned one.
-    #[error("the hub's CA fingerprint is {observed}, not the pinned {expected}; refusing to send the token (wrong hub, or a man in the middle)")]
+    #[error(
+        "the hub's CA fingerprint is {observed}, not the pinned {expected}; refusing to send the token (wrong hub, or a man in the middle)"
+    )]
     PinMismatch {
         /// What `--ca-sha256` said.
         expected: String,
@@ -112,8 +120,8 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, EnrollError> {
 /// Creates a new key pair and a CSR for it. Returns (pkcs8 key DER, CSR DER).
 pub fn new_key_and_csr(hostname: &str) -> Result<(Vec<u8>, Vec<u8>), EnrollError> {
     let key = KeyPair::generate().map_err(|e| EnrollError::Key(e.to_string()))?;
-    let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| EnrollError::Key(e.to_string()))?;
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
     params.distinguished_name.push(DnType::CommonName, hostname);
     let csr = params
         .serialize_request(&key)
@@ -135,7 +143,11 @@ pub fn client_endpoint(remote: SocketAddr) -> std::io::Result<quinn::Endpoint> {
 pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
     let pin = tls::parse_fingerprint(&opts.ca_sha256).ok_or(EnrollError::BadFingerprint)?;
     let token = opts.token.trim();
-    if token.is_empty() || token.len() > 256 || !token.is_ascii() || token.contains(char::is_whitespace) {
+    if token.is_empty()
+        || token.len() > 256
+        || !token.is_ascii()
+        || token.contains(char::is_whitespace)
+    {
         return Err(EnrollError::BadToken);
     }
     if !opts.force
@@ -199,8 +211,12 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
-        let frame = wingman_protocol::encode(&req).map_err(|e| EnrollError::Protocol(e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let frame =
+            wingman_protocol::encode(&req).map_err(|e| EnrollError::Protocol(e.to_string()))?;
         send.write_all(&frame)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -216,7 +232,9 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
     };
     let resp = tokio::time::timeout(ENROLL_TIMEOUT, exchange)
         .await
-        .map_err(|_| unreachable("the hub did not answer the enrollment request in time".into()))??;
+        .map_err(|_| {
+            unreachable("the hub did not answer the enrollment request in time".into())
+        })??;
     conn.close(0u32.into(), b"enrolled");
     endpoint.wait_idle().await;
 

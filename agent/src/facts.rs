@@ -8,8 +8,21 @@ use wingman_protocol::{Filesystem, HostFacts, HostKind, NetInterface};
 
 /// Filesystem types that are not real storage and only add noise.
 const PSEUDO_FS: &[&str] = &[
-    "tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "nsfs",
-    "fuse.lxcfs", "autofs", "efivarfs", "ramfs", "tracefs", "debugfs",
+    "tmpfs",
+    "devtmpfs",
+    "overlay",
+    "squashfs",
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "nsfs",
+    "fuse.lxcfs",
+    "autofs",
+    "efivarfs",
+    "ramfs",
+    "tracefs",
+    "debugfs",
 ];
 
 /// Detects what kind of node this is, from files under `root` (normally `/`).
@@ -41,7 +54,9 @@ pub struct HostCollector {
 
 impl std::fmt::Debug for HostCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostCollector").field("kind", &self.kind).finish()
+        f.debug_struct("HostCollector")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -125,7 +140,12 @@ impl HostCollector {
 /// regular interval: the set of filesystems or interfaces changed, a
 /// filesystem's use moved by 1% of its size, memory use by 5%, CPU by 20 points.
 pub fn changed_materially(old: &HostFacts, new: &HostFacts) -> bool {
-    let mounts = |h: &HostFacts| h.filesystems.iter().map(|f| f.mount.clone()).collect::<Vec<_>>();
+    let mounts = |h: &HostFacts| {
+        h.filesystems
+            .iter()
+            .map(|f| f.mount.clone())
+            .collect::<Vec<_>>()
+    };
     let ifaces = |h: &HostFacts| {
         h.interfaces
             .iter()

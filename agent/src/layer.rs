@@ -53,10 +53,12 @@ pub fn load<T: DeserializeOwned>(
     for path in files {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.message().to_string(),
-                })?;
+                let table: Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Parse {
+                            path: path.clone(),
+                            message: e.message().to_string(),
+                        })?;
                 merge(&mut merged, table);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -110,7 +112,9 @@ pub fn toml_files_in(dir: &Path) -> Vec<PathBuf> {
 fn env_value(raw: &str) -> Value {
     let doc = format!("v = {raw}");
     match doc.parse::<Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_string())),
         Err(_) => Value::String(raw.to_string()),
     }
 }
@@ -178,8 +182,12 @@ mod tests {
         assert_eq!(c.inner.name, "x");
         assert_eq!(c.level, "info");
 
-        let err = load::<Conf>(&[f.clone()], "W__", vec![("W__BOGUS".into(), "1".into())])
-            .unwrap_err();
+        let err = load::<Conf>(
+            std::slice::from_ref(&f),
+            "W__",
+            vec![("W__BOGUS".into(), "1".into())],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
 
         std::fs::write(&f, "levle = 1").unwrap();

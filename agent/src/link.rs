@@ -229,7 +229,9 @@ async fn connect(
     identity: &Identity,
     endpoint: &mut Option<(std::net::SocketAddr, quinn::Endpoint)>,
 ) -> Result<quinn::Connection, String> {
-    let addr = crate::enroll::resolve(hub).await.map_err(|e| e.to_string())?;
+    let addr = crate::enroll::resolve(hub)
+        .await
+        .map_err(|e| e.to_string())?;
     let need_new = endpoint
         .as_ref()
         .is_none_or(|(a, _)| a.is_ipv6() != addr.is_ipv6());
@@ -267,7 +269,10 @@ async fn read_frame(
     decoder: &mut FrameDecoder,
 ) -> Result<Option<HubMessage>, String> {
     loop {
-        if let Some(msg) = decoder.next_frame::<HubMessage>().map_err(|e| e.to_string())? {
+        if let Some(msg) = decoder
+            .next_frame::<HubMessage>()
+            .map_err(|e| e.to_string())?
+        {
             return Ok(Some(msg));
         }
         let mut buf = vec![0u8; decoder.wanted().clamp(4, 64 * 1024)];
@@ -309,10 +314,11 @@ impl Agent {
         });
         send(&mut tx, &hello).await.map_err(lost)?;
         let mut decoder = FrameDecoder::new();
-        let welcome = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx, &mut decoder))
-            .await
-            .map_err(|_| lost("no welcome from hub".into()))?
-            .map_err(lost)?;
+        let welcome =
+            tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx, &mut decoder))
+                .await
+                .map_err(|_| lost("no welcome from hub".into()))?
+                .map_err(lost)?;
         let welcome = match welcome {
             Some(HubMessage::Welcome(w)) => w,
             Some(HubMessage::Refused(r)) => return Err(Outcome::Refused(r.reason)),
@@ -424,10 +430,9 @@ impl Agent {
 
     async fn sample_facts(&mut self) {
         let collector = self.collector.clone();
-        let sampled = tokio::task::spawn_blocking(move || {
-            collector.lock().ok().map(|mut c| c.sample())
-        })
-        .await;
+        let sampled =
+            tokio::task::spawn_blocking(move || collector.lock().ok().map(|mut c| c.sample()))
+                .await;
         let Ok(Some(facts)) = sampled else {
             warn!("host facts sample failed");
             return;
@@ -495,7 +500,10 @@ mod tests {
             o.push(1, vec![]);
         }
         assert_eq!(o.dropped_batches, 1);
-        assert_eq!(o.unacked.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            o.unacked.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         o.ack(2);
         assert_eq!(o.unacked.len(), 1);
         o.on_welcome(10);

@@ -19,7 +19,9 @@ pub const ENROLLMENT_FILE: &str = "enrollment.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The node is not enrolled yet.
-    #[error("this node is not enrolled (no {0}); run `wingman-agent enroll --hub HOST:PORT --token TOKEN --ca-sha256 FINGERPRINT` first")]
+    #[error(
+        "this node is not enrolled (no {0}); run `wingman-agent enroll --hub HOST:PORT --token TOKEN --ca-sha256 FINGERPRINT` first"
+    )]
     NotEnrolled(PathBuf),
     /// A state file could not be read or written.
     #[error("cannot access agent state {path}: {source}")]
@@ -144,8 +146,12 @@ impl Identity {
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         ensure_private_dir(dir).map_err(io_err(dir))?;
         let ca_path = dir.join(CA_FILE);
-        write_atomic(&ca_path, pem_of("CERTIFICATE", &self.ca_der).as_bytes(), 0o644)
-            .map_err(io_err(&ca_path))?;
+        write_atomic(
+            &ca_path,
+            pem_of("CERTIFICATE", &self.ca_der).as_bytes(),
+            0o644,
+        )
+        .map_err(io_err(&ca_path))?;
         self.save_identity(dir)?;
         let rec_path = dir.join(ENROLLMENT_FILE);
         let text =

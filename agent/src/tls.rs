@@ -102,10 +102,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         roots
             .add(ca.clone().into_owned())
             .map_err(|e| rustls::Error::General(format!("pinned CA unusable: {e}")))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verified = inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified =
+            inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
         if let Ok(mut slot) = self.ca_der.lock() {
             *slot = Some(ca.as_ref().to_vec());
         }
@@ -147,7 +149,10 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-fn quic_client(mut tls: rustls::ClientConfig, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+fn quic_client(
+    mut tls: rustls::ClientConfig,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, TlsError> {
     tls.alpn_protocols = vec![alpn.to_vec()];
     tls.enable_early_data = false;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
@@ -164,7 +169,9 @@ fn quic_client(mut tls: rustls::ClientConfig, alpn: &[u8]) -> Result<quinn::Clie
 }
 
 /// Client config for enrollment: no client certificate, hub pinned by CA hash.
-pub fn enroll_client_config(verifier: Arc<PinnedCaVerifier>) -> Result<quinn::ClientConfig, TlsError> {
+pub fn enroll_client_config(
+    verifier: Arc<PinnedCaVerifier>,
+) -> Result<quinn::ClientConfig, TlsError> {
     let tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -213,7 +220,10 @@ mod tests {
         let raw = parse_fingerprint(&fp).unwrap();
         assert_eq!(hex::encode(raw), fp);
         let colons: Vec<String> = raw.iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(parse_fingerprint(&format!("sha256:{}", colons.join(":"))), Some(raw));
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{}", colons.join(":"))),
+            Some(raw)
+        );
         assert_eq!(parse_fingerprint("abcd"), None);
         assert_eq!(parse_fingerprint("zz"), None);
     }

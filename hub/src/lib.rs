@@ -1,2 +1,196 @@
-//! `wingman-hub`: the central server.
+//! `wingman-hub`: the central server. It runs the enrollment CA ([`pki`]),
+//! accepts agents over mutual-TLS QUIC ([`transport`]), stores what they report
+//! ([`store`]) and serves the API and dashboard ([`http`]).
+//!
+//! [`run`] is the whole lifecycle: `run(config, listeners, shutdown)`. The
+//! binary in `main.rs` only parses the command line and calls into
+//! [`commands`] or [`run`].
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod pki;
 pub mod store;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::HubConfig;
+use pki::HubPki;
+use store::DynStore;
+use transport::Registry;
+
+/// Errors starting the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The data dir or CA is unusable.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The database is unusable.
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else while starting.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The hub's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    /// Settings.
+    pub config: Arc<HubConfig>,
+    /// The store.
+    pub store: DynStore,
+    /// The CA.
+    pub pki: Arc<HubPki>,
+    /// Live identity state.
+    pub registry: Arc<Registry>,
+    /// Ingest concurrency permits; when none is free agents get a busy reply.
+    pub ingest: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .field("store", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Opens the data dir (creating the CA on first start) and the store, and
+    /// loads the live identity state.
+    pub async fn open(config: HubConfig) -> Result<Self, HubError> {
+        let pki = HubPki::load_or_create(&config.data_dir)?;
+        let store = store::open(&config.database_url()).await?;
+        let registry = Registry::default();
+        let now = wingman_agent::now_ms();
+        registry.load(
+            store.active_certificates(now).await?,
+            store.revoked_agents().await?,
+        );
+        Ok(Self {
+            ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
+            config: Arc::new(config),
+            store,
+            pki: Arc::new(pki),
+            registry: Arc::new(registry),
+        })
+    }
+}
+
+/// The hub's sockets, bound before [`run`] so callers (tests, quickstart) can
+/// use port 0 and learn the real addresses.
+#[derive(Debug)]
+pub struct Listeners {
+    /// UDP socket for QUIC.
+    pub quic: std::net::UdpSocket,
+    /// TCP listener for HTTP.
+    pub http: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners at the configured addresses.
+    pub async fn bind(config: &HubConfig) -> Result<Self, HubError> {
+        let quic =
+            std::net::UdpSocket::bind(config.quic.listen).map_err(|source| HubError::Bind {
+                addr: config.quic.listen,
+                source,
+            })?;
+        let http = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| HubError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
+        Ok(Self { quic, http })
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> Result<SocketAddr, HubError> {
+        self.quic
+            .local_addr()
+            .map_err(|e| HubError::Other(e.to_string()))
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> Result<SocketAddr, HubError> {
+        self.http
+            .local_addr()
+            .map_err(|e| HubError::Other(e.to_string()))
+    }
+}
+
+/// Runs the hub on `listeners` until `shutdown` fires, then drains tasks for
+/// up to 10 seconds.
+pub async fn run(
+    hub: Hub,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let quic_addr = listeners.quic_addr()?;
+    let http_addr = listeners.http_addr()?;
+    let server_config =
+        transport::server_config(&hub).map_err(|e| HubError::Other(e.to_string()))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| HubError::Other("no async runtime for QUIC".into()))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        listeners.quic,
+        runtime,
+    )
+    .map_err(|source| HubError::Bind {
+        addr: quic_addr,
+        source,
+    })?;
+    let tracker = TaskTracker::new();
+    tracker.spawn(transport::serve(
+        hub.clone(),
+        endpoint,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(transport::presence_loop(hub.clone(), shutdown.clone()));
+    tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
+    let app = http::router(http::AppState::new(hub.clone()));
+    let http_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(
+            listeners.http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    info!(%quic_addr, %http_addr, backend = hub.store.backend(), ca_sha256 = hub.pki.fingerprint(), "hub running");
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
+    info!("hub stopped");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! one fails, the encoding of an existing message changed: that breaks deployed
 //! agents. Regenerate them (`WINGMAN_BLESS=1 cargo test -p wingman-protocol`)
 //! only for a deliberate, versioned change.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
@@ -95,7 +96,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 committed_seq: 41,
             }),
         ),
-        ("hub_ack", HubMessage::Ack(Ack { stream_id: 42, seq: 7 })),
+        (
+            "hub_ack",
+            HubMessage::Ack(Ack {
+                stream_id: 42,
+                seq: 7,
+            }),
+        ),
         (
             "hub_busy",
             HubMessage::Busy(Busy {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
@@ -126,7 +128,8 @@ where
     })
 }
 
-const AGENT_COLS: &str = "id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after";
+const AGENT_COLS: &str =
+    "id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after";
 const USER_COLS: &str = "u.id, u.name, u.password_hash, u.role, u.must_change_password";
 
 macro_rules! impl_store {

@@ -1,0 +1,254 @@
+//! Hub configuration: defaults, then `/etc/wingman/hub.toml`, then
+//! `WINGMAN_HUB__*` environment variables, then command-line flags. Unknown
+//! keys are rejected; the database URL's password is redacted in `Debug`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use wingman_agent::layer::{self, ConfigError};
+
+/// Default config file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/wingman/hub.toml";
+/// Environment prefix, e.g. `WINGMAN_HUB__HTTP__LISTEN=0.0.0.0:8080`.
+pub const ENV_PREFIX: &str = "WINGMAN_HUB__";
+
+/// The hub's settings.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Data directory: CA, SQLite database.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`; empty means SQLite in the data dir.
+    pub database_url: String,
+    /// `HOST:PORT` agents should dial, printed in enrollment commands; empty
+    /// means this host's name with the QUIC port.
+    pub public_address: String,
+    /// Log filter.
+    pub log_level: String,
+    /// QUIC (agent link) settings.
+    pub quic: QuicConfig,
+    /// HTTP (API and dashboard) settings.
+    pub http: HttpConfig,
+    /// Agent link policy.
+    pub agents: AgentsConfig,
+    /// Web authentication policy.
+    pub auth: AuthConfig,
+}
+
+/// QUIC listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// UDP address for agents.
+    pub listen: SocketAddr,
+    /// Maximum simultaneous agent connections.
+    pub max_connections: usize,
+}
+
+/// HTTP listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP address for the API and dashboard.
+    pub listen: SocketAddr,
+    /// Mark cookies `Secure` (set when the dashboard is served over HTTPS,
+    /// e.g. behind a reverse proxy).
+    pub secure_cookies: bool,
+}
+
+/// Agent link policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Heartbeat interval agents are told to use.
+    pub heartbeat_interval_ms: u32,
+    /// A node is offline when no heartbeat arrived for this long.
+    pub offline_after_ms: u64,
+    /// Lifetime of agent client certificates (agents renew at 60-75%).
+    pub cert_lifetime_secs: u64,
+    /// Default lifetime of enrollment tokens.
+    pub token_ttl_secs: u64,
+    /// Fact batches committed concurrently; beyond it agents get a busy reply.
+    pub ingest_concurrency: usize,
+}
+
+/// Web authentication policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session unused this long expires.
+    pub session_idle_secs: u64,
+    /// A session expires this long after login regardless of use.
+    pub session_max_secs: u64,
+    /// Failed logins allowed per client address within `login_window_secs`
+    /// before each further attempt is delayed (exponentially).
+    pub login_max_failures: u32,
+    /// The window for counting failures.
+    pub login_window_secs: u64,
+    /// Lifetime of API keys created without `--ttl-days`.
+    pub api_key_ttl_days: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/wingman-hub"),
+            database_url: String::new(),
+            public_address: String::new(),
+            log_level: "info".into(),
+            quic: QuicConfig::default(),
+            http: HttpConfig::default(),
+            agents: AgentsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            secure_cookies: false,
+        }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 5_000,
+            offline_after_ms: 20_000,
+            cert_lifetime_secs: 30 * 24 * 3600,
+            token_ttl_secs: 3600,
+            ingest_concurrency: 8,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_secs: 12 * 3600,
+            session_max_secs: 7 * 24 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 300,
+            api_key_ttl_days: 90,
+        }
+    }
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field("public_address", &self.public_address)
+            .field("log_level", &self.log_level)
+            .field("quic", &self.quic)
+            .field("http", &self.http)
+            .field("agents", &self.agents)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl HubConfig {
+    /// Loads the layered config from `file` (or the default) and the environment.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let explicit = file.is_some();
+        let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        if explicit && !path.exists() {
+            return Err(ConfigError::Read {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let cfg: Self = layer::load(&[path], ENV_PREFIX, std::env::vars())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.agents.heartbeat_interval_ms < 100 {
+            return bad("agents.heartbeat_interval_ms must be at least 100");
+        }
+        if self.agents.offline_after_ms < 2 * u64::from(self.agents.heartbeat_interval_ms) {
+            return bad(
+                "agents.offline_after_ms must be at least twice agents.heartbeat_interval_ms",
+            );
+        }
+        if self.agents.cert_lifetime_secs < 60 {
+            return bad("agents.cert_lifetime_secs must be at least 60");
+        }
+        if self.agents.ingest_concurrency == 0 || self.quic.max_connections == 0 {
+            return bad("agents.ingest_concurrency and quic.max_connections must be at least 1");
+        }
+        if !self.database_url.is_empty()
+            && !self.database_url.starts_with("sqlite:")
+            && !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return bad("database_url must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The effective database URL.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("wingman.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The address agents should dial.
+    pub fn agent_address(&self, bound: SocketAddr) -> String {
+        if !self.public_address.is_empty() {
+            return self.public_address.clone();
+        }
+        if bound.ip().is_unspecified() {
+            let host = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", bound.port())
+        } else {
+            bound.to_string()
+        }
+    }
+
+    /// A commented example file with every key and its default.
+    pub fn example() -> &'static str {
+        include_str!("../../packaging/hub.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_database_password_and_example_parses() {
+        let c = HubConfig {
+            database_url: "postgres://wingman:hunter2@db/wingman".into(),
+            ..HubConfig::default()
+        };
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        let parsed: HubConfig = toml::from_str(HubConfig::example()).unwrap();
+        assert_eq!(parsed, HubConfig::default());
+    }
+}

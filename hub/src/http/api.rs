@@ -1,0 +1,94 @@
+//! JSON API handlers under `/api/v1`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, CurrentUser, node_summaries};
+
+fn require_ready(user: &CurrentUser) -> Result<(), ApiError> {
+    if user.user.must_change_password && user.session.is_some() {
+        return Err(ApiError::Forbidden(
+            "choose a new password at /account/password first".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/nodes`: every node with online state and host indicators.
+pub(super) async fn nodes(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<Value>, ApiError> {
+    require_ready(&user)?;
+    let nodes = node_summaries(&state.hub).await?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `GET /api/v1/nodes/{id}`: one node with its latest facts and presence history.
+pub(super) async fn node(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_ready(&user)?;
+    let store = &state.hub.store;
+    let agent = store.get_agent(&id).await?.ok_or(ApiError::NotFound)?;
+    let latest = store.latest_facts(&id).await?;
+    let facts: serde_json::Map<String, Value> = latest
+        .iter()
+        .map(|f| {
+            let body: Value = serde_json::from_str(&f.body).unwrap_or(Value::Null);
+            (
+                f.kind.clone(),
+                json!({ "observed_at": f.observed_at, "body": body }),
+            )
+        })
+        .collect();
+    let presence: Vec<Value> = store
+        .presence_events(&id, 50)
+        .await?
+        .into_iter()
+        .map(|(online, at)| json!({ "online": online, "at": at }))
+        .collect();
+    Ok(Json(json!({
+        "node": agent,
+        "facts": facts,
+        "presence": presence,
+    })))
+}
+
+/// `POST /api/v1/nodes/{id}/revoke`: admin only; session callers send
+/// `X-CSRF-Token`.
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_ready(&user)?;
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !user.csrf_ok(token) {
+        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
+    }
+    if !user.is_admin() {
+        return Err(ApiError::Forbidden("only admins can revoke agents".into()));
+    }
+    let revoked = state
+        .hub
+        .store
+        .revoke_agent(&id, wingman_agent::now_ms())
+        .await?;
+    if !revoked && state.hub.store.get_agent(&id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let closed = state.hub.registry.revoke(&id);
+    tracing::info!(agent_id = %id, by = %user.user.name, closed, "agent revoked");
+    Ok(Json(
+        json!({ "revoked": true, "connections_closed": closed }),
+    ))
+}

@@ -1,0 +1,638 @@
+//! The agent link on the hub side: the QUIC endpoint with mutual TLS, the
+//! client-certificate verifier that consults revocations, the enrollment
+//! exchange, and one session task per connected agent.
+//!
+//! **Invariant:** the agent id of everything an agent sends comes from the
+//! certificate it authenticated with (looked up by the certificate's SHA-256),
+//! never from the payload.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::DistinguishedName;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use wingman_protocol::{
+    ALPN_AGENT, ALPN_ENROLL, Ack, AgentMessage, Busy, EnrollRequest, EnrollResponse, FactBody,
+    FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse, Welcome,
+};
+
+use crate::Hub;
+use crate::store::{AgentRow, FactRecord, TokenUse};
+
+/// QUIC application error codes used when the hub closes a connection.
+pub mod close_code {
+    /// Normal close.
+    pub const OK: u32 = 0;
+    /// The peer sent a malformed or oversized frame.
+    pub const PROTOCOL: u32 = 2;
+    /// The agent was revoked.
+    pub const REVOKED: u32 = 3;
+    /// The hub is shutting down.
+    pub const SHUTDOWN: u32 = 4;
+    /// The connection is not allowed (wrong ALPN/credential combination).
+    pub const FORBIDDEN: u32 = 5;
+}
+
+/// Live identity state shared by the verifier, sessions and the revocation watcher.
+#[derive(Debug, Default)]
+pub struct Registry {
+    certs: RwLock<BTreeMap<String, String>>,
+    revoked: RwLock<BTreeSet<String>>,
+    conns: Mutex<BTreeMap<String, Vec<quinn::Connection>>>,
+}
+
+impl Registry {
+    /// Replaces the known certificates and revocations.
+    pub fn load(&self, certs: Vec<(String, String)>, revoked: Vec<String>) {
+        if let Ok(mut c) = self.certs.write() {
+            *c = certs.into_iter().collect();
+        }
+        if let Ok(mut r) = self.revoked.write() {
+            *r = revoked.into_iter().collect();
+        }
+    }
+
+    /// Adds an issued certificate.
+    pub fn add_cert(&self, fingerprint: String, agent_id: String) {
+        if let Ok(mut c) = self.certs.write() {
+            c.insert(fingerprint, agent_id);
+        }
+    }
+
+    /// The agent a certificate belongs to, if it is known and not revoked.
+    pub fn agent_for(&self, cert_der: &[u8]) -> Option<String> {
+        let fp = wingman_agent::tls::fingerprint(cert_der);
+        let id = self.certs.read().ok()?.get(&fp).cloned()?;
+        let revoked = self.revoked.read().ok()?.contains(&id);
+        (!revoked).then_some(id)
+    }
+
+    /// Marks an agent revoked and closes its live connections. Returns how
+    /// many connections were closed.
+    pub fn revoke(&self, agent_id: &str) -> usize {
+        if let Ok(mut r) = self.revoked.write() {
+            r.insert(agent_id.to_string());
+        }
+        let conns = self
+            .conns
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(agent_id))
+            .unwrap_or_default();
+        for c in &conns {
+            c.close(close_code::REVOKED.into(), b"agent revoked");
+        }
+        conns.len()
+    }
+
+    /// Whether an agent is revoked.
+    pub fn is_revoked(&self, agent_id: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|r| r.contains(agent_id))
+            .unwrap_or(true)
+    }
+
+    fn register(&self, agent_id: &str, conn: &quinn::Connection) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.entry(agent_id.to_string())
+                .or_default()
+                .push(conn.clone());
+        }
+    }
+
+    fn unregister(&self, agent_id: &str, conn: &quinn::Connection) {
+        if let Ok(mut m) = self.conns.lock()
+            && let Some(v) = m.get_mut(agent_id)
+        {
+            v.retain(|c| c.stable_id() != conn.stable_id());
+            if v.is_empty() {
+                m.remove(agent_id);
+            }
+        }
+    }
+
+    /// Number of agents with a live connection.
+    pub fn connected(&self) -> usize {
+        self.conns.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Accepts client certificates chained to the hub CA whose fingerprint belongs
+/// to a non-revoked agent. Clients without a certificate get through the
+/// handshake but may only enroll (checked after the handshake by ALPN).
+#[derive(Debug)]
+struct AgentCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    registry: Arc<Registry>,
+}
+
+impl ClientCertVerifier for AgentCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.registry.agent_for(end_entity.as_ref()).is_none() {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Builds the QUIC server config: TLS 1.3 only, no 0-RTT, both ALPNs.
+pub fn server_config(hub: &Hub) -> anyhow::Result<quinn::ServerConfig> {
+    let provider: Arc<CryptoProvider> = wingman_agent::tls::provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(hub.pki.ca_der().to_vec()))?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let verifier = Arc::new(AgentCertVerifier {
+        inner,
+        registry: hub.registry.clone(),
+    });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(hub.pki.server_chain(), hub.pki.server_key())?;
+    tls.alpn_protocols = vec![ALPN_AGENT.to_vec(), ALPN_ENROLL.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.max_concurrent_bidi_streams(2u32.into());
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(30))?));
+    transport.stream_receive_window((2 * MAX_FRAME_LEN as u32).into());
+    transport.receive_window((4 * MAX_FRAME_LEN as u32).into());
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+/// Accepts connections until `shutdown`, each handled in `tracker`.
+pub async fn serve(
+    hub: Hub,
+    endpoint: quinn::Endpoint,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(hub.config.quic.max_connections));
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { break };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            incoming.refuse();
+            warn!("connection refused: quic.max_connections reached");
+            continue;
+        };
+        let hub = hub.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            handle_incoming(hub, incoming, shutdown).await;
+        });
+    }
+    endpoint.close(close_code::SHUTDOWN.into(), b"hub shutting down");
+}
+
+async fn handle_incoming(hub: Hub, incoming: quinn::Incoming, shutdown: CancellationToken) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(error) => {
+            info!(%remote, %error, "agent handshake refused");
+            return;
+        }
+    };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    let peer_cert = conn
+        .peer_identity()
+        .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|v| v.first().map(|c| c.as_ref().to_vec()));
+    match (alpn.as_deref(), peer_cert) {
+        (Some(a), None) if a == ALPN_ENROLL => enroll(&hub, &conn).await,
+        (Some(a), Some(cert)) if a == ALPN_AGENT => {
+            let Some(agent_id) = hub.registry.agent_for(&cert) else {
+                conn.close(
+                    close_code::REVOKED.into(),
+                    b"unknown or revoked certificate",
+                );
+                return;
+            };
+            hub.registry.register(&agent_id, &conn);
+            let result = session(&hub, &conn, &agent_id, &shutdown).await;
+            hub.registry.unregister(&agent_id, &conn);
+            match result {
+                Ok(()) => debug!(%agent_id, "session ended"),
+                Err(reason) => info!(%agent_id, %remote, %reason, "session ended"),
+            }
+        }
+        _ => conn.close(close_code::FORBIDDEN.into(), b"not allowed"),
+    }
+}
+
+async fn enroll(hub: &Hub, conn: &quinn::Connection) {
+    let remote = conn.remote_address();
+    let exchange = async {
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let bytes = recv
+            .read_to_end(MAX_FRAME_LEN + 4)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = match wingman_protocol::decode::<EnrollRequest>(&bytes) {
+            Ok(Some((req, _))) => req,
+            Ok(None) => return Err("truncated enrollment request".to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let resp = enroll_response(hub, &req, remote).await;
+        let frame = wingman_protocol::encode(&resp).map_err(|e| e.to_string())?;
+        send.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(())) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        }
+        Ok(Err(reason)) => {
+            warn!(%remote, %reason, "bad enrollment request");
+            conn.close(close_code::PROTOCOL.into(), b"bad enrollment request");
+        }
+        Err(_) => conn.close(close_code::PROTOCOL.into(), b"enrollment timed out"),
+    }
+}
+
+async fn enroll_response(
+    hub: &Hub,
+    req: &EnrollRequest,
+    remote: std::net::SocketAddr,
+) -> EnrollResponse {
+    let refuse = |reason: &str| EnrollResponse::Refused {
+        reason: reason.to_string(),
+    };
+    if req.protocol_version != PROTOCOL_VERSION {
+        return refuse(&format!(
+            "protocol version {} is not supported (the hub speaks {PROTOCOL_VERSION})",
+            req.protocol_version
+        ));
+    }
+    let Some((token_id, secret_hash)) = crate::auth::parse_token(&req.token) else {
+        return refuse("the token is malformed");
+    };
+    let agent_id = uuid::Uuid::now_v7().to_string();
+    let now = wingman_agent::now_ms();
+    // Sign first so a bad CSR does not burn the token.
+    let (cert_der, not_after) = match hub.pki.sign_agent_csr(
+        &req.csr_der,
+        &agent_id,
+        hub.config.agents.cert_lifetime_secs,
+        now,
+    ) {
+        Ok(x) => x,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    match hub
+        .store
+        .consume_enrollment_token(&token_id, &secret_hash, &agent_id, now)
+        .await
+    {
+        Ok(TokenUse::Consumed) => {}
+        Ok(TokenUse::Unknown) => {
+            warn!(%remote, token_id, "enrollment with an unknown token");
+            return refuse("the token is not valid");
+        }
+        Ok(TokenUse::Used) => {
+            warn!(%remote, token_id, "enrollment with a token that was already used");
+            return refuse("the token has already been used");
+        }
+        Ok(TokenUse::Expired) => return refuse("the token has expired"),
+        Err(error) => {
+            warn!(%error, "store error during enrollment");
+            return refuse("the hub could not check the token; try again");
+        }
+    }
+    let fp = wingman_agent::tls::fingerprint(&cert_der);
+    let hostname: String = req.hostname.chars().take(253).collect();
+    let row = AgentRow {
+        id: agent_id.clone(),
+        hostname: hostname.clone(),
+        kind: req.host_kind.as_str().to_string(),
+        agent_version: req.agent_version.chars().take(64).collect(),
+        enrolled_at: now,
+        revoked_at: None,
+        last_seen: None,
+        online: false,
+        cert_not_after: not_after,
+    };
+    if let Err(error) = hub.store.create_agent(&row, &fp).await {
+        warn!(%error, "store error while recording a new agent");
+        return refuse("the hub could not record the agent; create a new token and try again");
+    }
+    hub.registry.add_cert(fp, agent_id.clone());
+    info!(%agent_id, %hostname, %remote, "agent enrolled");
+    EnrollResponse::Enrolled {
+        agent_id,
+        cert_der,
+        not_after_ms: not_after,
+    }
+}
+
+async fn write(send: &mut quinn::SendStream, msg: &HubMessage) -> Result<(), String> {
+    let frame = wingman_protocol::encode(msg).map_err(|e| e.to_string())?;
+    send.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+enum Read {
+    Msg(Box<AgentMessage>),
+    End,
+    Malformed(String),
+}
+
+async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Read, String> {
+    loop {
+        match decoder.next_frame::<AgentMessage>() {
+            Ok(Some(m)) => return Ok(Read::Msg(Box::new(m))),
+            Ok(None) => {}
+            Err(e) => return Ok(Read::Malformed(e.to_string())),
+        }
+        let mut buf = vec![0u8; decoder.wanted().clamp(4, 64 * 1024)];
+        match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+            None => return Ok(Read::End),
+            Some(n) => decoder.push(buf.get(..n).unwrap_or_default()),
+        }
+    }
+}
+
+async fn session(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    agent_id: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .map_err(|_| "no stream opened".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new();
+    let protocol_error = |reason: String| {
+        conn.close(close_code::PROTOCOL.into(), b"malformed frame");
+        reason
+    };
+    let hello = match tokio::time::timeout(Duration::from_secs(10), read(&mut recv, &mut decoder))
+        .await
+        .map_err(|_| "no hello".to_string())??
+    {
+        Read::Msg(m) => match *m {
+            AgentMessage::Hello(h) => h,
+            _ => return Err(protocol_error("first message was not hello".into())),
+        },
+        Read::End => return Err("stream ended before hello".into()),
+        Read::Malformed(e) => return Err(protocol_error(format!("malformed hello: {e}"))),
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} is not supported (the hub speaks {PROTOCOL_VERSION})",
+            hello.protocol_version
+        );
+        write(
+            &mut send,
+            &HubMessage::Refused(Refused {
+                reason: reason.clone(),
+            }),
+        )
+        .await?;
+        let _ = send.finish();
+        return Err(reason);
+    }
+    let now = wingman_agent::now_ms();
+    let hostname: String = hello.hostname.chars().take(253).collect();
+    let version: String = hello.agent_version.chars().take(64).collect();
+    hub.store
+        .agent_connected(agent_id, &hostname, hello.host_kind.as_str(), &version, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let committed = hub
+        .store
+        .committed_seq(agent_id, hello.stream_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    write(
+        &mut send,
+        &HubMessage::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            agent_id: agent_id.to_string(),
+            hub_version: env!("CARGO_PKG_VERSION").to_string(),
+            heartbeat_interval_ms: hub.config.agents.heartbeat_interval_ms,
+            committed_seq: committed,
+        }),
+    )
+    .await?;
+    info!(%agent_id, %hostname, kind = hello.host_kind.as_str(), committed, "agent connected");
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => {
+                conn.close(close_code::SHUTDOWN.into(), b"hub shutting down");
+                return Ok(());
+            }
+            r = read(&mut recv, &mut decoder) => r?,
+        };
+        let msg = match msg {
+            Read::Msg(m) => *m,
+            Read::End => return Ok(()),
+            Read::Malformed(e) => return Err(protocol_error(format!("malformed frame: {e}"))),
+        };
+        if hub.registry.is_revoked(agent_id) {
+            conn.close(close_code::REVOKED.into(), b"agent revoked");
+            return Err("agent revoked".into());
+        }
+        match msg {
+            AgentMessage::Heartbeat(_) => {
+                hub.store
+                    .touch_agent(agent_id, wingman_agent::now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            AgentMessage::Facts(batch) => {
+                if batch.stream_id != hello.stream_id {
+                    return Err(protocol_error(
+                        "batch for a stream not announced in hello".into(),
+                    ));
+                }
+                let Ok(_permit) = hub.ingest.clone().try_acquire_owned() else {
+                    write(
+                        &mut send,
+                        &HubMessage::Busy(Busy {
+                            seq: batch.seq,
+                            retry_after_ms: 500,
+                        }),
+                    )
+                    .await?;
+                    continue;
+                };
+                let records: Vec<FactRecord> = batch
+                    .facts
+                    .iter()
+                    .map(|f| FactRecord {
+                        kind: f.body.kind().to_string(),
+                        observed_at: f.observed_at_ms,
+                        body: fact_json(&f.body),
+                    })
+                    .collect();
+                let now = wingman_agent::now_ms();
+                let outcome = hub
+                    .store
+                    .ingest_batch(agent_id, batch.stream_id, batch.seq, &records, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                hub.store
+                    .touch_agent(agent_id, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Ack only after the commit above.
+                write(
+                    &mut send,
+                    &HubMessage::Ack(Ack {
+                        stream_id: batch.stream_id,
+                        seq: outcome.committed_seq,
+                    }),
+                )
+                .await?;
+            }
+            AgentMessage::Renew(req) => {
+                let now = wingman_agent::now_ms();
+                let resp = match hub.pki.sign_agent_csr(
+                    &req.csr_der,
+                    agent_id,
+                    hub.config.agents.cert_lifetime_secs,
+                    now,
+                ) {
+                    Ok((cert_der, not_after)) => {
+                        let fp = wingman_agent::tls::fingerprint(&cert_der);
+                        hub.store
+                            .add_certificate(agent_id, &fp, now, not_after)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        hub.registry.add_cert(fp, agent_id.to_string());
+                        info!(%agent_id, not_after, "certificate renewed");
+                        RenewResponse::Issued {
+                            cert_der,
+                            not_after_ms: not_after,
+                        }
+                    }
+                    Err(e) => RenewResponse::Refused {
+                        reason: e.to_string(),
+                    },
+                };
+                write(&mut send, &HubMessage::Renewed(resp)).await?;
+            }
+            AgentMessage::CommandResult(r) => {
+                debug!(%agent_id, id = r.id, ok = r.ok, "command result");
+            }
+            AgentMessage::Hello(_) => {
+                return Err(protocol_error("second hello".into()));
+            }
+        }
+    }
+}
+
+fn fact_json(body: &FactBody) -> String {
+    let inner = match body {
+        FactBody::Host(h) => serde_json::to_string(h),
+    };
+    inner.unwrap_or_else(|_| "null".into())
+}
+
+/// Marks nodes offline after missed heartbeats. Runs until `shutdown`.
+pub async fn presence_loop(hub: Hub, shutdown: CancellationToken) {
+    let timeout = i64::try_from(hub.config.agents.offline_after_ms).unwrap_or(i64::MAX);
+    let every = Duration::from_millis((hub.config.agents.offline_after_ms / 4).clamp(100, 5_000));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = wingman_agent::now_ms();
+        match hub.store.mark_stale_offline(now - timeout, now).await {
+            Ok(ids) => {
+                for agent_id in ids {
+                    info!(%agent_id, "node offline: heartbeats missed");
+                }
+            }
+            Err(error) => warn!(%error, "presence sweep failed"),
+        }
+    }
+}
+
+/// Picks up revocations made by other processes (the CLI) and closes the
+/// revoked agents' connections. Runs until `shutdown`.
+pub async fn revocation_loop(hub: Hub, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match hub.store.revoked_agents().await {
+            Ok(ids) => {
+                for id in ids {
+                    if !hub.registry.is_revoked(&id) {
+                        let closed = hub.registry.revoke(&id);
+                        info!(agent_id = %id, closed, "agent revoked; connections closed");
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "revocation sweep failed"),
+        }
+    }
+}
