@@ -89,7 +89,7 @@ impl Outbox {
 /// Counters the agent exposes about its link.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LinkStats {
-    /// Sessions established.
+    /// Sessions established (welcomed by the hub).
     pub sessions: u64,
     /// Batches sent (including resends).
     pub batches_sent: u64,
@@ -185,12 +185,7 @@ pub async fn run(
             .unwrap_or_else(|| agent.identity.enrollment.hub.clone());
         let started = Instant::now();
         let outcome = match connect(&hub, &agent.identity, &mut endpoint).await {
-            Ok(conn) => {
-                if let Ok(mut s) = agent.stats.lock() {
-                    s.sessions += 1;
-                }
-                agent.session(conn, &shutdown).await
-            }
+            Ok(conn) => agent.session(conn, &shutdown).await,
             Err(reason) => Outcome::Lost(reason),
         };
         match outcome {
@@ -326,6 +321,9 @@ impl Agent {
             None => return Err(lost("hub closed the stream".into())),
         };
         info!(agent_id = %welcome.agent_id, committed_seq = welcome.committed_seq, "connected to hub");
+        if let Ok(mut s) = self.stats.lock() {
+            s.sessions += 1;
+        }
         self.outbox.on_welcome(welcome.committed_seq);
         let hb_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
         let mut heartbeat = tokio::time::interval(hb_every);

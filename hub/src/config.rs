@@ -192,8 +192,8 @@ impl HubConfig {
                 "agents.offline_after_ms must be at least twice agents.heartbeat_interval_ms",
             );
         }
-        if self.agents.cert_lifetime_secs < 60 {
-            return bad("agents.cert_lifetime_secs must be at least 60");
+        if self.agents.cert_lifetime_secs < 10 {
+            return bad("agents.cert_lifetime_secs must be at least 10");
         }
         if self.agents.ingest_concurrency == 0 || self.quic.max_connections == 0 {
             return bad("agents.ingest_concurrency and quic.max_connections must be at least 1");

@@ -1,0 +1,15 @@
+//! Integration tests for the hub: enrollment, the mutual-TLS link, presence,
+//! refusals, the HTTP API's authentication and the store suite on SQLite and
+//! PostgreSQL. One test binary, so the workspace links the world once.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    unreachable_pub
+)]
+
+mod common;
+mod http_auth;
+mod link;
+mod store_suite;

@@ -1,0 +1,333 @@
+//! One behavioural suite for the [`Store`] trait, run on SQLite and on
+//! PostgreSQL. The PostgreSQL run needs `WINGMAN_TEST_PG_URL` (a database the
+//! user may `CREATE DATABASE` from); `.ci/test` sets it. Under `CI=true` a
+//! missing URL fails the test instead of skipping it.
+
+use wingman_hub::store::{
+    self, AgentRow, ApiKeyRow, DynStore, FactRecord, NewToken, SessionRow, StoreError, TokenUse,
+    UserRow,
+};
+
+fn agent(id: &str, now: i64) -> AgentRow {
+    AgentRow {
+        id: id.into(),
+        hostname: format!("host-{id}"),
+        kind: "plain".into(),
+        agent_version: "0.1.0".into(),
+        enrolled_at: now,
+        revoked_at: None,
+        last_seen: None,
+        online: false,
+        cert_not_after: now + 1_000_000,
+    }
+}
+
+fn fact(kind: &str, at: i64, body: &str) -> FactRecord {
+    FactRecord {
+        kind: kind.into(),
+        observed_at: at,
+        body: body.into(),
+    }
+}
+
+async fn suite(s: DynStore) {
+    let now = 1_800_000_000_000i64;
+    // Migrations are idempotent.
+    s.migrate().await.unwrap();
+
+    // Tokens.
+    let tok = NewToken {
+        id: "t1".into(),
+        secret_hash: "h1".into(),
+        created_at: now,
+        expires_at: now + 1000,
+    };
+    s.create_enrollment_token(&tok).await.unwrap();
+    assert_eq!(
+        s.consume_enrollment_token("t1", "wrong", "a", now)
+            .await
+            .unwrap(),
+        TokenUse::Unknown
+    );
+    assert_eq!(
+        s.consume_enrollment_token("t1", "h1", "a", now + 2000)
+            .await
+            .unwrap(),
+        TokenUse::Expired
+    );
+    assert_eq!(
+        s.consume_enrollment_token("t1", "h1", "a", now)
+            .await
+            .unwrap(),
+        TokenUse::Consumed
+    );
+    assert_eq!(
+        s.consume_enrollment_token("t1", "h1", "b", now)
+            .await
+            .unwrap(),
+        TokenUse::Used
+    );
+    assert_eq!(
+        s.consume_enrollment_token("nope", "h1", "b", now)
+            .await
+            .unwrap(),
+        TokenUse::Unknown
+    );
+    // Parallel consumption: exactly one winner.
+    s.create_enrollment_token(&NewToken {
+        id: "t2".into(),
+        ..tok.clone()
+    })
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.consume_enrollment_token("t2", "h1", &format!("a{i}"), now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut consumed = 0;
+    for t in tasks {
+        consumed += usize::from(t.await.unwrap() == TokenUse::Consumed);
+    }
+    assert_eq!(consumed, 1);
+
+    // Agents and certificates.
+    s.create_agent(&agent("a1", now), "fp1").await.unwrap();
+    s.create_agent(&agent("a2", now), "fp2").await.unwrap();
+    assert!(matches!(
+        s.create_agent(&agent("a1", now), "fp9").await,
+        Err(StoreError::Conflict)
+    ));
+    s.add_certificate("a1", "fp1b", now + 10, now + 2_000_000)
+        .await
+        .unwrap();
+    let mut certs = s.active_certificates(now).await.unwrap();
+    certs.sort();
+    assert_eq!(certs.len(), 3);
+    assert_eq!(
+        s.get_agent("a1").await.unwrap().unwrap().cert_not_after,
+        now + 2_000_000
+    );
+    assert_eq!(
+        s.active_certificates(now + 1_500_000).await.unwrap(),
+        vec![("fp1b".to_string(), "a1".to_string())]
+    );
+    assert!(s.revoke_agent("a2", now).await.unwrap());
+    assert!(!s.revoke_agent("a2", now).await.unwrap());
+    assert!(!s.revoke_agent("zz", now).await.unwrap());
+    assert_eq!(s.revoked_agents().await.unwrap(), vec!["a2".to_string()]);
+    assert!(
+        s.active_certificates(now)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, a)| a != "a2")
+    );
+    let listed: Vec<String> = s
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(listed, vec!["a1".to_string(), "a2".to_string()]);
+    assert!(s.get_agent("zz").await.unwrap().is_none());
+
+    // Presence.
+    s.agent_connected("a1", "renamed", "docker", "0.2.0", now + 100)
+        .await
+        .unwrap();
+    let a1 = s.get_agent("a1").await.unwrap().unwrap();
+    assert!(a1.online);
+    assert_eq!(
+        (a1.hostname.as_str(), a1.kind.as_str(), a1.last_seen),
+        ("renamed", "docker", Some(now + 100))
+    );
+    s.touch_agent("a1", now + 200).await.unwrap();
+    assert!(
+        s.mark_stale_offline(now + 150, now + 300)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.mark_stale_offline(now + 250, now + 300).await.unwrap(),
+        vec!["a1".to_string()]
+    );
+    assert!(!s.get_agent("a1").await.unwrap().unwrap().online);
+    s.touch_agent("a1", now + 400).await.unwrap();
+    assert!(s.get_agent("a1").await.unwrap().unwrap().online);
+    assert_eq!(
+        s.presence_events("a1", 10).await.unwrap(),
+        vec![(true, now + 400), (false, now + 300), (true, now + 100)]
+    );
+    // A revoked agent never comes back online.
+    s.agent_connected("a2", "h", "plain", "0.1.0", now)
+        .await
+        .unwrap();
+    assert!(!s.get_agent("a2").await.unwrap().unwrap().online);
+
+    // Ingest: idempotent on (agent, stream, seq).
+    let stream = u64::MAX - 7; // exercises the full u64 range
+    assert_eq!(s.committed_seq("a1", stream).await.unwrap(), 0);
+    let o = s
+        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], now)
+        .await
+        .unwrap();
+    assert_eq!((o.committed_seq, o.duplicate), (1, false));
+    let o = s
+        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], now)
+        .await
+        .unwrap();
+    assert_eq!((o.committed_seq, o.duplicate), (1, true));
+    assert_eq!(s.fact_count("a1").await.unwrap(), 1);
+    let o = s
+        .ingest_batch(
+            "a1",
+            stream,
+            2,
+            &[
+                fact("host", now + 10, "{\"v\":2}"),
+                fact("other", now + 5, "{}"),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.committed_seq, 2);
+    assert_eq!(s.fact_count("a1").await.unwrap(), 3);
+    // An older observation does not replace the latest one.
+    s.ingest_batch("a1", stream, 3, &[fact("host", now + 1, "{\"v\":0}")], now)
+        .await
+        .unwrap();
+    let latest = s.latest_facts("a1").await.unwrap();
+    assert_eq!(latest.len(), 2);
+    assert_eq!(latest[0].kind, "host");
+    assert_eq!(latest[0].body, "{\"v\":2}");
+    assert_eq!(s.committed_seq("a1", stream).await.unwrap(), 3);
+    assert_eq!(s.committed_seq("a1", 1).await.unwrap(), 0);
+
+    // Users, sessions, API keys.
+    let user = UserRow {
+        id: "u1".into(),
+        name: "admin".into(),
+        password_hash: "$argon2id$x".into(),
+        role: "admin".into(),
+        must_change_password: true,
+    };
+    s.create_user(&user, now).await.unwrap();
+    assert!(matches!(
+        s.create_user(
+            &UserRow {
+                id: "u2".into(),
+                ..user.clone()
+            },
+            now
+        )
+        .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.user_count().await.unwrap(), 1);
+    assert_eq!(s.user_by_name("admin").await.unwrap().unwrap(), user);
+    s.set_password("u1", "$argon2id$y", false).await.unwrap();
+    let u = s.user_by_name("admin").await.unwrap().unwrap();
+    assert_eq!(
+        (u.password_hash.as_str(), u.must_change_password),
+        ("$argon2id$y", false)
+    );
+    assert!(matches!(
+        s.set_password("nobody", "x", false).await,
+        Err(StoreError::NotFound)
+    ));
+    let sess = SessionRow {
+        id_hash: "sh".into(),
+        user_id: "u1".into(),
+        csrf_token: "c".into(),
+        created_at: now,
+        last_seen: now,
+        expires_at: now + 1000,
+    };
+    s.create_session(&sess).await.unwrap();
+    let (got, u) = s.session("sh", now).await.unwrap().unwrap();
+    assert_eq!((got, u.name.as_str()), (sess.clone(), "admin"));
+    assert!(
+        s.session("sh", now + 1000).await.unwrap().is_none(),
+        "expired"
+    );
+    s.touch_session("sh", now + 5).await.unwrap();
+    assert_eq!(
+        s.session("sh", now).await.unwrap().unwrap().0.last_seen,
+        now + 5
+    );
+    s.delete_session("sh").await.unwrap();
+    assert!(s.session("sh", now).await.unwrap().is_none());
+    let key = ApiKeyRow {
+        id: "k1".into(),
+        name: "ci".into(),
+        key_hash: "kh".into(),
+        user_id: "u1".into(),
+        created_at: now,
+        expires_at: now + 1000,
+        revoked_at: None,
+    };
+    s.create_api_key(&key).await.unwrap();
+    assert_eq!(s.api_key("kh", now).await.unwrap().unwrap().0, key);
+    assert!(s.api_key("kh", now + 1000).await.unwrap().is_none());
+    assert!(s.api_key("other", now).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let s = store::open(&url).await.unwrap();
+    assert_eq!(s.backend(), "sqlite");
+    suite(s).await;
+    // Reopening keeps the data and does not re-run migrations.
+    let s = store::open(&url).await.unwrap();
+    assert_eq!(s.user_count().await.unwrap(), 1);
+}
+
+/// Creates a fresh database next to the one in `WINGMAN_TEST_PG_URL`.
+async fn fresh_pg_database(base: &str) -> (String, String) {
+    use sqlx::Connection;
+    let name = format!("wingman_t_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    (format!("{prefix}/{name}"), name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_postgres() {
+    let Ok(base) = std::env::var("WINGMAN_TEST_PG_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("WINGMAN_TEST_PG_URL is not set: the PostgreSQL suite is mandatory in CI");
+        }
+        eprintln!(
+            "store_suite_postgres: WINGMAN_TEST_PG_URL not set; run `bash .ci/test` to include it"
+        );
+        return;
+    };
+    let (url, name) = fresh_pg_database(&base).await;
+    let s = store::open(&url).await.unwrap();
+    assert_eq!(s.backend(), "postgres");
+    suite(s.clone()).await;
+    let s2 = store::open(&url).await.unwrap();
+    assert_eq!(s2.user_count().await.unwrap(), 1);
+    drop((s, s2));
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}
