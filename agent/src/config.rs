@@ -26,6 +26,115 @@ pub struct AgentConfig {
     pub facts: FactsConfig,
     /// Uplink settings.
     pub link: LinkConfig,
+    /// Log summaries.
+    pub logs: LogsConfig,
+}
+
+/// The log pipeline and its sources.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Turn the log pipeline on or off.
+    pub enabled: bool,
+    /// Summary window.
+    pub window_ms: u64,
+    /// Lines longer than this are cut (counted).
+    pub max_line_bytes: usize,
+    /// Templates kept in memory; least recently used ones are evicted (counted).
+    pub max_templates: usize,
+    /// Built-in redaction rules to turn off (by name).
+    pub disabled_redaction_rules: Vec<String>,
+    /// Extra key names whose values are always redacted.
+    pub extra_secret_keys: Vec<String>,
+    /// The high-entropy token rule (off by default: it also hits ids).
+    pub redact_high_entropy: bool,
+    /// The systemd journal.
+    pub journal: JournalConfig,
+    /// Plain log files.
+    pub files: Vec<FileSourceConfig>,
+    /// The opt-in local store of raw lines.
+    pub raw: RawConfig,
+}
+
+/// The systemd journal source.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Read the journal (skipped with a warning when `journalctl` is missing).
+    pub enabled: bool,
+    /// Only these units (empty: everything).
+    pub units: Vec<String>,
+    /// The `journalctl` program.
+    pub journalctl: String,
+    /// Read the journal files in this directory instead of the system journal.
+    pub directory: Option<std::path::PathBuf>,
+    /// Send redacted example lines with the summaries (opt-in).
+    pub examples: bool,
+    /// Keep raw lines in the local store (opt-in; they never leave the node).
+    pub raw: bool,
+}
+
+/// One plain log file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The file to follow (rotation by rename and copytruncate is handled).
+    pub path: std::path::PathBuf,
+    /// Send redacted example lines (opt-in).
+    #[serde(default)]
+    pub examples: bool,
+    /// Keep raw lines in the local store (opt-in).
+    #[serde(default)]
+    pub raw: bool,
+}
+
+/// The raw line store.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Days kept.
+    pub retention_days: u32,
+    /// Size cap in bytes; oldest days go first.
+    pub max_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_ms: 10_000,
+            max_line_bytes: 16 * 1024,
+            max_templates: 5_000,
+            disabled_redaction_rules: Vec::new(),
+            extra_secret_keys: Vec::new(),
+            redact_high_entropy: false,
+            journal: JournalConfig::default(),
+            files: Vec::new(),
+            raw: RawConfig::default(),
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            units: Vec::new(),
+            journalctl: "journalctl".into(),
+            directory: None,
+            examples: false,
+            raw: false,
+        }
+    }
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 7,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Host facts collection.
@@ -59,6 +168,7 @@ impl Default for AgentConfig {
             log_level: "info".into(),
             facts: FactsConfig::default(),
             link: LinkConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -112,6 +222,27 @@ impl AgentConfig {
             return Err(ConfigError::Invalid(
                 "link.reconnect_min_ms must be > 0 and <= link.reconnect_max_ms".into(),
             ));
+        }
+        if self.logs.window_ms < 100 {
+            return Err(ConfigError::Invalid("logs.window_ms must be at least 100".into()));
+        }
+        if self.logs.max_line_bytes < 256 || self.logs.max_templates < 10 {
+            return Err(ConfigError::Invalid(
+                "logs.max_line_bytes must be at least 256 and logs.max_templates at least 10".into(),
+            ));
+        }
+        let unknown: Vec<&str> = self
+            .logs
+            .disabled_redaction_rules
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !wingman_protocol::logs::Redactor::rule_names().contains(r))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "logs.disabled_redaction_rules names unknown rules: {}",
+                unknown.join(", ")
+            )));
         }
         if self.link.max_unacked_batches == 0 {
             return Err(ConfigError::Invalid(

@@ -5,12 +5,13 @@
 //! [`run`] is the agent's one event loop: a `select!` over shutdown, the
 //! heartbeat and facts timers, the renewal deadline and frames from the hub.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -22,6 +23,8 @@ use wingman_protocol::{
 
 use crate::config::AgentConfig;
 use crate::facts::{HostCollector, changed_materially};
+use crate::logs::cursor::CursorStore;
+use crate::logs::sources::LogBatch;
 use crate::state::{Identity, StateError};
 
 /// Errors that stop the agent.
@@ -49,40 +52,54 @@ enum Outcome {
 
 /// Batches sent but not yet acknowledged. Bounded: beyond `cap` the oldest
 /// batch is dropped and counted (overflow policy: drop oldest).
+/// Source positions covered by a batch, persisted once it is acknowledged.
+type Checkpoint = Vec<(String, String)>;
+
 #[derive(Debug)]
 struct Outbox {
     next_seq: u64,
     sent_upto: u64,
-    unacked: VecDeque<FactBatch>,
+    unacked: VecDeque<(FactBatch, Checkpoint)>,
     cap: usize,
     dropped_batches: u64,
 }
 
 impl Outbox {
-    fn push(&mut self, stream_id: u64, facts: Vec<Fact>) {
+    fn push(&mut self, stream_id: u64, facts: Vec<Fact>, checkpoint: Checkpoint) {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.unacked.len() >= self.cap {
             self.unacked.pop_front();
             self.dropped_batches += 1;
         }
-        self.unacked.push_back(FactBatch {
-            stream_id,
-            seq,
-            facts,
-        });
+        self.unacked.push_back((
+            FactBatch {
+                stream_id,
+                seq,
+                facts,
+            },
+            checkpoint,
+        ));
     }
 
-    fn ack(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|b| b.seq <= seq) {
-            self.unacked.pop_front();
+    /// Drops acknowledged batches and returns their checkpoints, oldest first.
+    fn ack(&mut self, seq: u64) -> Vec<Checkpoint> {
+        let mut done = Vec::new();
+        while self.unacked.front().is_some_and(|(b, _)| b.seq <= seq) {
+            if let Some((_, c)) = self.unacked.pop_front()
+                && !c.is_empty()
+            {
+                done.push(c);
+            }
         }
+        done
     }
 
-    fn on_welcome(&mut self, committed: u64) {
-        self.ack(committed);
+    fn on_welcome(&mut self, committed: u64) -> Vec<Checkpoint> {
+        let done = self.ack(committed);
         self.next_seq = self.next_seq.max(committed + 1);
         self.sent_upto = committed;
+        done
     }
 }
 
@@ -134,6 +151,8 @@ struct Agent {
     outbox: Outbox,
     last_sent: Option<(Instant, HostFacts)>,
     stats: Arc<Mutex<LinkStats>>,
+    cursors: CursorStore,
+    logs: Option<mpsc::Receiver<LogBatch>>,
 }
 
 /// Runs the agent until `shutdown` fires.
@@ -146,7 +165,20 @@ pub async fn run(
     let state_dir = config.state_dir.clone();
     let identity = Identity::load(&state_dir)?;
     let collector = HostCollector::new(kind).map_err(|e| AgentError::Facts(e.to_string()))?;
+    let (cursors, status) = CursorStore::open(state_dir.join("cursors"));
+    if let Some(w) = status.warning() {
+        warn!(warning = %w, "log source positions could not be loaded; sources start from the end");
+    }
+    let logs = config.logs.enabled.then(|| {
+        let saved: BTreeMap<String, String> = cursors
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::logs::sources::spawn(&config.logs, &state_dir, &saved, shutdown.clone())
+    });
     let mut agent = Agent {
+        cursors,
+        logs,
         outbox: Outbox {
             next_seq: 1,
             sent_upto: 0,
@@ -253,6 +285,14 @@ async fn connect(
     }
 }
 
+/// The next summary batch, or never when the log pipeline is off.
+async fn recv_logs(rx: &mut Option<mpsc::Receiver<LogBatch>>) -> Option<LogBatch> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn send(stream: &mut quinn::SendStream, msg: &AgentMessage) -> Result<(), String> {
     let frame = wingman_protocol::encode(msg).map_err(|e| e.to_string())?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())
@@ -324,7 +364,8 @@ impl Agent {
         if let Ok(mut s) = self.stats.lock() {
             s.sessions += 1;
         }
-        self.outbox.on_welcome(welcome.committed_seq);
+        let done = self.outbox.on_welcome(welcome.committed_seq);
+        self.persist(done);
         let hb_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
         let mut heartbeat = tokio::time::interval(hb_every);
         let mut facts_tick =
@@ -348,6 +389,16 @@ impl Agent {
                     self.sample_facts().await;
                     self.flush(&mut tx, paused_until).await.map_err(lost)?;
                 }
+                batch = recv_logs(&mut self.logs) => {
+                    match batch {
+                        Some(b) => {
+                            self.outbox.push(self.identity.enrollment.stream_id, b.facts, b.checkpoint);
+                            self.note_drops();
+                            self.flush(&mut tx, paused_until).await.map_err(lost)?;
+                        }
+                        None => self.logs = None,
+                    }
+                }
                 () = tokio::time::sleep_until(renew_at), if pending_key.is_none() => {
                     match crate::enroll::new_key_and_csr(&self.identity.enrollment.agent_id) {
                         Ok((key, csr_der)) => {
@@ -365,7 +416,8 @@ impl Agent {
                     };
                     match msg {
                         HubMessage::Ack(ack) => {
-                            self.outbox.ack(ack.seq);
+                            let done = self.outbox.ack(ack.seq);
+                            self.persist(done);
                             if let Ok(mut s) = self.stats.lock() { s.acked_seq = s.acked_seq.max(ack.seq); }
                         }
                         HubMessage::Busy(busy) => {
@@ -447,10 +499,29 @@ impl Agent {
                 body: FactBody::Host(facts),
             };
             self.outbox
-                .push(self.identity.enrollment.stream_id, vec![fact]);
-            if let Ok(mut s) = self.stats.lock() {
-                s.dropped_batches = self.outbox.dropped_batches;
+                .push(self.identity.enrollment.stream_id, vec![fact], Vec::new());
+            self.note_drops();
+        }
+    }
+
+    fn note_drops(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.dropped_batches = self.outbox.dropped_batches;
+        }
+    }
+
+    /// Persists the source positions of acknowledged batches.
+    fn persist(&mut self, done: Vec<Checkpoint>) {
+        if done.is_empty() {
+            return;
+        }
+        for checkpoint in done {
+            for (k, v) in checkpoint {
+                self.cursors.set(k, v);
             }
+        }
+        if let Err(error) = self.cursors.save_if_dirty() {
+            warn!(%error, "cannot save log source positions");
         }
     }
 
@@ -466,6 +537,7 @@ impl Agent {
             .outbox
             .unacked
             .iter()
+            .map(|(b, _)| b)
             .filter(|b| b.seq > self.outbox.sent_upto)
             .cloned()
             .collect();

@@ -44,6 +44,33 @@ enum Command {
     },
     /// Print a commented example config file.
     DefaultConfig,
+    /// Read raw log lines kept on this node (only for sources with `raw = true`).
+    Logs {
+        /// Only this unit, file path or container.
+        #[arg(long)]
+        unit: Option<String>,
+        /// How far back, e.g. 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        since: String,
+    },
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1_000),
+        Some((i, 'm')) => (&s[..i], 60_000),
+        Some((i, 'h')) => (&s[..i], 3_600_000),
+        Some((i, 'd')) => (&s[..i], 86_400_000),
+        _ => (s, 1_000),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid --since {s:?}; use e.g. 30m, 1h or 2d"))?;
+    if n < 0 {
+        anyhow::bail!("--since must not be negative");
+    }
+    Ok(n.saturating_mul(mult))
 }
 
 fn main() -> ExitCode {
@@ -72,6 +99,33 @@ fn real_main() -> anyhow::Result<()> {
     let mut config = AgentConfig::load(cli.config.clone())?;
     if let Some(dir) = cli.state_dir {
         config.state_dir = dir;
+    }
+    if let Some(Command::Logs { unit, since }) = &cli.command {
+        let since_ms = wingman_agent::now_ms() - parse_since(since)?;
+        let dir = config.state_dir.join("raw");
+        if !dir.exists() {
+            anyhow::bail!(
+                "no raw logs are kept on this node ({} does not exist); set `raw = true` on a source in agent.toml to keep them",
+                dir.display()
+            );
+        }
+        let records = wingman_agent::logs::raw::RawStore::read(&dir, since_ms, unit.as_deref())
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+        let mut out = std::io::stdout().lock();
+        for r in records {
+            use std::io::Write;
+            let line = format!(
+                "{} {} {}: {}\n",
+                r.ts_ms,
+                r.source,
+                r.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.line
+            );
+            if out.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        return Ok(());
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -126,7 +180,7 @@ fn real_main() -> anyhow::Result<()> {
                 wingman_agent::run(config, kind, stats, shutdown).await?;
                 Ok(())
             }
-            Some(Command::DefaultConfig) => Ok(()),
+            Some(Command::DefaultConfig) | Some(Command::Logs { .. }) => Ok(()),
         }
     })
 }

@@ -63,6 +63,8 @@ pub struct Hub {
     pub registry: Arc<Registry>,
     /// Ingest concurrency permits; when none is free agents get a busy reply.
     pub ingest: Arc<Semaphore>,
+    /// The hub's own redaction scan over everything log-derived.
+    pub redactor: Arc<wingman_protocol::logs::Redactor>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -88,6 +90,9 @@ impl Hub {
         );
         Ok(Self {
             ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
+            redactor: Arc::new(wingman_protocol::logs::Redactor::new(
+                &wingman_protocol::logs::RedactConfig::default(),
+            )),
             config: Arc::new(config),
             store,
             pki: Arc::new(pki),

@@ -20,13 +20,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use wingman_protocol::logs::MaskedTemplate;
 use wingman_protocol::{
-    ALPN_AGENT, ALPN_ENROLL, Ack, AgentMessage, Busy, EnrollRequest, EnrollResponse, FactBody,
-    FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse, Welcome,
+    ALPN_AGENT, ALPN_ENROLL, Ack, AgentMessage, Busy, EnrollRequest, EnrollResponse, Fact,
+    FactBody, FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse, Welcome,
 };
 
 use crate::Hub;
-use crate::store::{AgentRow, FactRecord, TokenUse};
+use crate::store::{AgentRow, FactRecord, TemplateRecord, TokenUse};
 
 /// QUIC application error codes used when the hub closes a connection.
 pub mod close_code {
@@ -519,19 +520,11 @@ async fn session(
                     .await?;
                     continue;
                 };
-                let records: Vec<FactRecord> = batch
-                    .facts
-                    .iter()
-                    .map(|f| FactRecord {
-                        kind: f.body.kind().to_string(),
-                        observed_at: f.observed_at_ms,
-                        body: fact_json(&f.body),
-                    })
-                    .collect();
+                let (records, templates) = ingest_records(hub, &batch.facts);
                 let now = wingman_agent::now_ms();
                 let outcome = hub
                     .store
-                    .ingest_batch(agent_id, batch.stream_id, batch.seq, &records, now)
+                    .ingest_batch(agent_id, batch.stream_id, batch.seq, &records, &templates, now)
                     .await
                     .map_err(|e| e.to_string())?;
                 hub.store
@@ -588,8 +581,50 @@ async fn session(
 fn fact_json(body: &FactBody) -> String {
     let inner = match body {
         FactBody::Host(h) => serde_json::to_string(h),
+        FactBody::LogSummary(s) => serde_json::to_string(s),
     };
     inner.unwrap_or_else(|_| "null".into())
+}
+
+/// Turns a batch into store records. Log templates get a second redaction
+/// scan here (defence in depth: the agent already redacted and masked them).
+fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRecord>) {
+    let mut records = Vec::with_capacity(facts.len());
+    let mut templates = Vec::new();
+    for f in facts {
+        let mut body = f.body.clone();
+        if let FactBody::LogSummary(summary) = &mut body {
+            let mut rescanned = 0u32;
+            for t in &mut summary.templates {
+                if hub.redactor.contains_secret(t.template.as_str()) {
+                    let (clean, _) = MaskedTemplate::mask(t.template.as_str(), &hub.redactor);
+                    t.template = clean;
+                    rescanned += 1;
+                }
+                templates.push(TemplateRecord {
+                    source_kind: summary.source.kind.as_str().to_string(),
+                    source_name: summary.source.name.chars().take(512).collect(),
+                    template_id: t.template_id,
+                    template: t.template.as_str().chars().take(4096).collect(),
+                    severity: i64::from(t.severity.priority()),
+                    count: i64::from(t.count),
+                    burst: t.burst,
+                    first_seen: t.first_seen_ms,
+                    last_seen: t.last_seen_ms,
+                });
+            }
+            if rescanned > 0 {
+                warn!(rescanned, "hub redaction scan changed templates an agent sent");
+            }
+        }
+        records.push(FactRecord {
+            kind: body.kind().to_string(),
+            observed_at: f.observed_at_ms,
+            latest: matches!(body, FactBody::Host(_)),
+            body: fact_json(&body),
+        });
+    }
+    (records, templates)
 }
 
 /// Marks nodes offline after missed heartbeats. Runs until `shutdown`.

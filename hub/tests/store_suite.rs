@@ -4,8 +4,8 @@
 //! missing URL fails the test instead of skipping it.
 
 use wingman_hub::store::{
-    self, AgentRow, ApiKeyRow, DynStore, FactRecord, NewToken, SessionRow, StoreError, TokenUse,
-    UserRow,
+    self, AgentRow, ApiKeyRow, DynStore, FactRecord, NewToken, SessionRow, StoreError,
+    TemplateRecord, TokenUse, UserRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -27,6 +27,21 @@ fn fact(kind: &str, at: i64, body: &str) -> FactRecord {
         kind: kind.into(),
         observed_at: at,
         body: body.into(),
+        latest: kind != "log_summary",
+    }
+}
+
+fn tpl(id: u64, count: i64, first: i64, last: i64, sev: i64) -> TemplateRecord {
+    TemplateRecord {
+        source_kind: "journal".into(),
+        source_name: "nginx.service".into(),
+        template_id: id,
+        template: "GET <*> HTTP/<*> <*>".into(),
+        severity: sev,
+        count,
+        burst: false,
+        first_seen: first,
+        last_seen: last,
     }
 }
 
@@ -175,12 +190,12 @@ async fn suite(s: DynStore) {
     let stream = u64::MAX - 7; // exercises the full u64 range
     assert_eq!(s.committed_seq("a1", stream).await.unwrap(), 0);
     let o = s
-        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], now)
+        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], &[], now)
         .await
         .unwrap();
     assert_eq!((o.committed_seq, o.duplicate), (1, false));
     let o = s
-        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], now)
+        .ingest_batch("a1", stream, 1, &[fact("host", now, "{\"v\":1}")], &[], now)
         .await
         .unwrap();
     assert_eq!((o.committed_seq, o.duplicate), (1, true));
@@ -194,6 +209,7 @@ async fn suite(s: DynStore) {
                 fact("host", now + 10, "{\"v\":2}"),
                 fact("other", now + 5, "{}"),
             ],
+            &[],
             now,
         )
         .await
@@ -201,7 +217,7 @@ async fn suite(s: DynStore) {
     assert_eq!(o.committed_seq, 2);
     assert_eq!(s.fact_count("a1").await.unwrap(), 3);
     // An older observation does not replace the latest one.
-    s.ingest_batch("a1", stream, 3, &[fact("host", now + 1, "{\"v\":0}")], now)
+    s.ingest_batch("a1", stream, 3, &[fact("host", now + 1, "{\"v\":0}")], &[], now)
         .await
         .unwrap();
     let latest = s.latest_facts("a1").await.unwrap();
@@ -210,6 +226,25 @@ async fn suite(s: DynStore) {
     assert_eq!(latest[0].body, "{\"v\":2}");
     assert_eq!(s.committed_seq("a1", stream).await.unwrap(), 3);
     assert_eq!(s.committed_seq("a1", 1).await.unwrap(), 0);
+
+    // Log summaries: not kept as "latest"; template counts accumulate per
+    // node and source, a replayed batch does not count twice.
+    let big = u64::MAX - 1;
+    s.ingest_batch("a1", stream, 4, &[fact("log_summary", now, "{}")], &[tpl(big, 5, now, now + 10, 6), tpl(7, 1, now, now, 3)], now)
+        .await
+        .unwrap();
+    s.ingest_batch("a1", stream, 4, &[fact("log_summary", now, "{}")], &[tpl(big, 5, now, now + 10, 6)], now)
+        .await
+        .unwrap();
+    s.ingest_batch("a1", stream, 5, &[], &[tpl(big, 2, now - 5, now + 20, 3)], now).await.unwrap();
+    s.ingest_batch("a2", 9, 1, &[], &[tpl(big, 1, now, now, 6)], now).await.unwrap();
+    assert_eq!(s.latest_facts("a1").await.unwrap().len(), 2);
+    let rows = s.log_templates("a1", 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let r = rows.iter().find(|r| r.template_id == big.to_string()).unwrap();
+    assert_eq!((r.count, r.severity, r.first_seen, r.last_seen), (7, 3, now - 5, now + 20));
+    let across = s.template_rows(big).await.unwrap();
+    assert_eq!(across.iter().map(|r| r.agent_id.as_str()).collect::<Vec<_>>(), vec!["a1", "a2"]);
 
     // Users, sessions, API keys.
     let user = UserRow {

@@ -18,6 +18,8 @@ pub struct Fact {
 pub enum FactBody {
     /// Host indicators from the node itself.
     Host(HostFacts),
+    /// Template counts of one log source over one window.
+    LogSummary(crate::logs::LogSummary),
 }
 
 impl FactBody {
@@ -25,6 +27,7 @@ impl FactBody {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Host(_) => "host",
+            Self::LogSummary(_) => "log_summary",
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod facts;
 pub mod frame;
+pub mod logs;
 pub mod messages;
 
 pub use facts::*;

@@ -92,3 +92,43 @@ pub(super) async fn revoke(
         json!({ "revoked": true, "connections_closed": closed }),
     ))
 }
+
+#[derive(serde::Deserialize)]
+pub(super) struct LimitQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/nodes/{id}/logs`: the node's log templates with counts,
+/// most recently seen first (masked templates only; raw lines never reach the hub).
+pub(super) async fn node_logs(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_ready(&user)?;
+    if state.hub.store.get_agent(&id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state.hub.store.log_templates(&id, limit).await?;
+    Ok(Json(json!({ "templates": rows })))
+}
+
+/// `GET /api/v1/templates/{template_id}`: one template's counts on every node.
+pub(super) async fn template(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_ready(&user)?;
+    let tid: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest("template ids are unsigned 64-bit integers".into()))?;
+    let rows = state.hub.store.template_rows(tid).await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let total: i64 = rows.iter().map(|r| r.count).sum();
+    Ok(Json(json!({ "template_id": id, "total": total, "rows": rows })))
+}

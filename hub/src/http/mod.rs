@@ -326,6 +326,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{id}", get(api::node))
         .route("/api/v1/nodes/{id}/revoke", post(api::revoke))
+        .route("/api/v1/nodes/{id}/logs", get(api::node_logs))
+        .route("/api/v1/templates/{id}", get(api::template))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))

@@ -409,6 +409,19 @@ pub(super) async fn node_page(
         .into_iter()
         .map(|(online, at)| context! { online => online, at => ago(now, Some(at)) })
         .collect();
+    let templates: Vec<minijinja::Value> = store
+        .log_templates(&id, 50)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let sev = wingman_protocol::logs::Severity::from_priority(u8::try_from(t.severity).unwrap_or(6));
+            context! {
+                template => t.template, count => t.count, severity => sev.as_str(),
+                error => sev.is_error(), source => format!("{} {}", t.source_kind, t.source_name),
+                last_seen => ago(now, Some(t.last_seen)), bursts => t.bursts,
+            }
+        })
+        .collect();
     let node = context! {
         id => agent.id, hostname => agent.hostname, kind => agent.kind, online => agent.online,
         revoked => agent.revoked_at.is_some(), agent_version => agent.agent_version,
@@ -418,7 +431,7 @@ pub(super) async fn node_page(
     let html = state.render(
         "node.html",
         context! { user => user.user.name.clone(), csrf => user.csrf(), node => node, host => host,
-        presence => presence, is_admin => user.is_admin(), refresh => 15 },
+        presence => presence, templates => templates, is_admin => user.is_admin(), refresh => 15 },
     )?;
     Ok(html.into_response())
 }

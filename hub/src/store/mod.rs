@@ -114,6 +114,56 @@ pub struct FactRecord {
     pub observed_at: i64,
     /// JSON body.
     pub body: String,
+    /// Whether the fact is a snapshot kept as the agent's latest of its kind.
+    pub latest: bool,
+}
+
+/// A template count from a log summary, to accumulate per node and source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    /// journal, file or container.
+    pub source_kind: String,
+    /// Unit, path or container.
+    pub source_name: String,
+    /// Stable template id (u64 stored bit-for-bit as i64).
+    pub template_id: u64,
+    /// Masked template text.
+    pub template: String,
+    /// Worst syslog priority (0-7).
+    pub severity: i64,
+    /// Lines.
+    pub count: i64,
+    /// Whether the window was a burst.
+    pub burst: bool,
+    /// First line, ms.
+    pub first_seen: i64,
+    /// Last line, ms.
+    pub last_seen: i64,
+}
+
+/// Accumulated counts of one template on one node and source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateRow {
+    /// Agent.
+    pub agent_id: String,
+    /// journal, file or container.
+    pub source_kind: String,
+    /// Unit, path or container.
+    pub source_name: String,
+    /// Stable template id, as a decimal string (JSON numbers lose u64 precision).
+    pub template_id: String,
+    /// Masked template text.
+    pub template: String,
+    /// Worst syslog priority seen.
+    pub severity: i64,
+    /// Lines counted.
+    pub count: i64,
+    /// Burst windows.
+    pub bursts: i64,
+    /// First seen, ms.
+    pub first_seen: i64,
+    /// Last seen, ms.
+    pub last_seen: i64,
 }
 
 /// Outcome of [`Store::ingest_batch`].
@@ -241,8 +291,13 @@ pub trait Store: Send + Sync + 'static {
         stream_id: u64,
         seq: u64,
         facts: &[FactRecord],
+        templates: &[TemplateRecord],
         now: i64,
     ) -> StoreResult<IngestOutcome>;
+    /// Template counts of an agent, most recently seen first.
+    async fn log_templates(&self, agent_id: &str, limit: i64) -> StoreResult<Vec<TemplateRow>>;
+    /// Every stored row of a template id across nodes and sources.
+    async fn template_rows(&self, template_id: u64) -> StoreResult<Vec<TemplateRow>>;
     /// The newest fact of each kind for an agent.
     async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>>;
     /// Number of stored facts of an agent.

@@ -17,7 +17,7 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::{
     AgentRow, ApiKeyRow, FactRecord, IngestOutcome, LatestFact, NewToken, SessionRow, Store,
-    StoreError, StoreResult, TokenUse, UserRow,
+    StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UserRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -37,17 +37,31 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
     )
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "log templates",
+        include_str!("../../../migrations/sqlite/0002_log_templates.sql"),
+    ),
+];
 
-const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "log templates",
+        include_str!("../../../migrations/postgres/0002_log_templates.sql"),
+    ),
+];
 
 /// The embedded SQLite backend.
 #[derive(Debug, Clone)]
@@ -125,6 +139,28 @@ where
         password_hash: r.try_get(off + 2)?,
         role: r.try_get(off + 3)?,
         must_change_password: r.try_get(off + 4)?,
+    })
+}
+
+const TEMPLATE_COLS: &str = "agent_id, source_kind, source_name, template_id, template, severity, count, bursts, first_seen, last_seen";
+
+fn template_from_row<R: Row>(r: &R) -> StoreResult<TemplateRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(TemplateRow {
+        agent_id: r.try_get(0)?,
+        source_kind: r.try_get(1)?,
+        source_name: r.try_get(2)?,
+        template_id: (r.try_get::<i64, _>(3)? as u64).to_string(),
+        template: r.try_get(4)?,
+        severity: r.try_get(5)?,
+        count: r.try_get(6)?,
+        bursts: r.try_get(7)?,
+        first_seen: r.try_get(8)?,
+        last_seen: r.try_get(9)?,
     })
 }
 
@@ -415,6 +451,7 @@ macro_rules! impl_store {
                 stream_id: u64,
                 seq: u64,
                 facts: &[FactRecord],
+                templates: &[TemplateRecord],
                 now: i64,
             ) -> StoreResult<IngestOutcome> {
                 let stream = stream_id as i64;
@@ -452,6 +489,9 @@ macro_rules! impl_store {
                     .bind(&f.body)
                     .execute(&mut *tx)
                     .await?;
+                    if !f.latest {
+                        continue;
+                    }
                     sqlx::query(
                         "INSERT INTO latest_facts (agent_id, kind, observed_at, body) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
@@ -461,6 +501,31 @@ macro_rules! impl_store {
                     .bind(&f.kind)
                     .bind(f.observed_at)
                     .bind(&f.body)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for t in templates {
+                    sqlx::query(
+                        "INSERT INTO log_templates (agent_id, source_kind, source_name, template_id, template, severity, count, bursts, first_seen, last_seen) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (agent_id, source_kind, source_name, template_id) DO UPDATE SET \
+                         count = log_templates.count + excluded.count, \
+                         bursts = log_templates.bursts + excluded.bursts, \
+                         template = excluded.template, \
+                         severity = CASE WHEN excluded.severity < log_templates.severity THEN excluded.severity ELSE log_templates.severity END, \
+                         first_seen = CASE WHEN excluded.first_seen < log_templates.first_seen THEN excluded.first_seen ELSE log_templates.first_seen END, \
+                         last_seen = CASE WHEN excluded.last_seen > log_templates.last_seen THEN excluded.last_seen ELSE log_templates.last_seen END",
+                    )
+                    .bind(agent_id)
+                    .bind(&t.source_kind)
+                    .bind(&t.source_name)
+                    .bind(t.template_id as i64)
+                    .bind(&t.template)
+                    .bind(t.severity)
+                    .bind(t.count)
+                    .bind(i64::from(t.burst))
+                    .bind(t.first_seen)
+                    .bind(t.last_seen)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -499,6 +564,25 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn log_templates(&self, agent_id: &str, limit: i64) -> StoreResult<Vec<TemplateRow>> {
+                let q = format!("SELECT {TEMPLATE_COLS} FROM log_templates WHERE agent_id = $1 ORDER BY last_seen DESC, count DESC LIMIT $2");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(agent_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(template_from_row).collect()
+            }
+
+            async fn template_rows(&self, template_id: u64) -> StoreResult<Vec<TemplateRow>> {
+                let q = format!("SELECT {TEMPLATE_COLS} FROM log_templates WHERE template_id = $1 ORDER BY agent_id, source_kind, source_name");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(template_id as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(template_from_row).collect()
             }
 
             async fn fact_count(&self, agent_id: &str) -> StoreResult<i64> {
