@@ -224,11 +224,14 @@ impl AgentConfig {
             ));
         }
         if self.logs.window_ms < 100 {
-            return Err(ConfigError::Invalid("logs.window_ms must be at least 100".into()));
+            return Err(ConfigError::Invalid(
+                "logs.window_ms must be at least 100".into(),
+            ));
         }
         if self.logs.max_line_bytes < 256 || self.logs.max_templates < 10 {
             return Err(ConfigError::Invalid(
-                "logs.max_line_bytes must be at least 256 and logs.max_templates at least 10".into(),
+                "logs.max_line_bytes must be at least 256 and logs.max_templates at least 10"
+                    .into(),
             ));
         }
         let unknown: Vec<&str> = self

@@ -9,9 +9,9 @@ pub mod config;
 pub mod enroll;
 pub mod facts;
 pub mod fsutil;
-pub mod logs;
 pub mod layer;
 pub mod link;
+pub mod logs;
 pub mod state;
 pub mod tls;
 

@@ -566,15 +566,16 @@ mod tests {
             cap: 2,
             dropped_batches: 0,
         };
-        for _ in 0..3 {
-            o.push(1, vec![]);
+        for i in 0..3 {
+            o.push(1, vec![], vec![("k".into(), format!("p{i}"))]);
         }
         assert_eq!(o.dropped_batches, 1);
         assert_eq!(
-            o.unacked.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            o.unacked.iter().map(|(b, _)| b.seq).collect::<Vec<_>>(),
             vec![2, 3]
         );
-        o.ack(2);
+        let done = o.ack(2);
+        assert_eq!(done, vec![vec![("k".to_string(), "p1".to_string())]]);
         assert_eq!(o.unacked.len(), 1);
         o.on_welcome(10);
         assert!(o.unacked.is_empty());

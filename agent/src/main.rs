@@ -118,7 +118,9 @@ fn real_main() -> anyhow::Result<()> {
                 "{} {} {}: {}\n",
                 r.ts_ms,
                 r.source,
-                r.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.priority
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 r.line
             );
             if out.write_all(line.as_bytes()).is_err() {

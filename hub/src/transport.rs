@@ -23,7 +23,8 @@ use tracing::{debug, info, warn};
 use wingman_protocol::logs::MaskedTemplate;
 use wingman_protocol::{
     ALPN_AGENT, ALPN_ENROLL, Ack, AgentMessage, Busy, EnrollRequest, EnrollResponse, Fact,
-    FactBody, FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse, Welcome,
+    FactBody, FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse,
+    Welcome,
 };
 
 use crate::Hub;
@@ -524,7 +525,14 @@ async fn session(
                 let now = wingman_agent::now_ms();
                 let outcome = hub
                     .store
-                    .ingest_batch(agent_id, batch.stream_id, batch.seq, &records, &templates, now)
+                    .ingest_batch(
+                        agent_id,
+                        batch.stream_id,
+                        batch.seq,
+                        &records,
+                        &templates,
+                        now,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 hub.store
@@ -614,7 +622,10 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
                 });
             }
             if rescanned > 0 {
-                warn!(rescanned, "hub redaction scan changed templates an agent sent");
+                warn!(
+                    rescanned,
+                    "hub redaction scan changed templates an agent sent"
+                );
             }
         }
         records.push(FactRecord {

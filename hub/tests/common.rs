@@ -127,6 +127,10 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub fn start(state_dir: &Path) -> Self {
+        Self::start_with(state_dir, |_| {})
+    }
+
+    pub fn start_with(state_dir: &Path, tweak: impl FnOnce(&mut AgentConfig)) -> Self {
         let mut cfg = AgentConfig {
             state_dir: state_dir.to_path_buf(),
             ..AgentConfig::default()
@@ -135,6 +139,9 @@ impl TestAgent {
         cfg.facts.max_interval_ms = 400;
         cfg.link.reconnect_min_ms = 100;
         cfg.link.reconnect_max_ms = 400;
+        cfg.logs.journal.enabled = false;
+        cfg.logs.window_ms = 300;
+        tweak(&mut cfg);
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let task = tokio::spawn(wingman_agent::run(

@@ -12,4 +12,5 @@
 mod common;
 mod http_auth;
 mod link;
+mod logs;
 mod store_suite;

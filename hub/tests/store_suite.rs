@@ -217,9 +217,16 @@ async fn suite(s: DynStore) {
     assert_eq!(o.committed_seq, 2);
     assert_eq!(s.fact_count("a1").await.unwrap(), 3);
     // An older observation does not replace the latest one.
-    s.ingest_batch("a1", stream, 3, &[fact("host", now + 1, "{\"v\":0}")], &[], now)
-        .await
-        .unwrap();
+    s.ingest_batch(
+        "a1",
+        stream,
+        3,
+        &[fact("host", now + 1, "{\"v\":0}")],
+        &[],
+        now,
+    )
+    .await
+    .unwrap();
     let latest = s.latest_facts("a1").await.unwrap();
     assert_eq!(latest.len(), 2);
     assert_eq!(latest[0].kind, "host");
@@ -230,21 +237,58 @@ async fn suite(s: DynStore) {
     // Log summaries: not kept as "latest"; template counts accumulate per
     // node and source, a replayed batch does not count twice.
     let big = u64::MAX - 1;
-    s.ingest_batch("a1", stream, 4, &[fact("log_summary", now, "{}")], &[tpl(big, 5, now, now + 10, 6), tpl(7, 1, now, now, 3)], now)
+    s.ingest_batch(
+        "a1",
+        stream,
+        4,
+        &[fact("log_summary", now, "{}")],
+        &[tpl(big, 5, now, now + 10, 6), tpl(7, 1, now, now, 3)],
+        now,
+    )
+    .await
+    .unwrap();
+    s.ingest_batch(
+        "a1",
+        stream,
+        4,
+        &[fact("log_summary", now, "{}")],
+        &[tpl(big, 5, now, now + 10, 6)],
+        now,
+    )
+    .await
+    .unwrap();
+    s.ingest_batch(
+        "a1",
+        stream,
+        5,
+        &[],
+        &[tpl(big, 2, now - 5, now + 20, 3)],
+        now,
+    )
+    .await
+    .unwrap();
+    s.ingest_batch("a2", 9, 1, &[], &[tpl(big, 1, now, now, 6)], now)
         .await
         .unwrap();
-    s.ingest_batch("a1", stream, 4, &[fact("log_summary", now, "{}")], &[tpl(big, 5, now, now + 10, 6)], now)
-        .await
-        .unwrap();
-    s.ingest_batch("a1", stream, 5, &[], &[tpl(big, 2, now - 5, now + 20, 3)], now).await.unwrap();
-    s.ingest_batch("a2", 9, 1, &[], &[tpl(big, 1, now, now, 6)], now).await.unwrap();
     assert_eq!(s.latest_facts("a1").await.unwrap().len(), 2);
     let rows = s.log_templates("a1", 10).await.unwrap();
     assert_eq!(rows.len(), 2);
-    let r = rows.iter().find(|r| r.template_id == big.to_string()).unwrap();
-    assert_eq!((r.count, r.severity, r.first_seen, r.last_seen), (7, 3, now - 5, now + 20));
+    let r = rows
+        .iter()
+        .find(|r| r.template_id == big.to_string())
+        .unwrap();
+    assert_eq!(
+        (r.count, r.severity, r.first_seen, r.last_seen),
+        (7, 3, now - 5, now + 20)
+    );
     let across = s.template_rows(big).await.unwrap();
-    assert_eq!(across.iter().map(|r| r.agent_id.as_str()).collect::<Vec<_>>(), vec!["a1", "a2"]);
+    assert_eq!(
+        across
+            .iter()
+            .map(|r| r.agent_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a1", "a2"]
+    );
 
     // Users, sessions, API keys.
     let user = UserRow {

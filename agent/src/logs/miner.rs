@@ -54,6 +54,7 @@
 //! [`MinerConfig::max_templates_per_cluster`] templates, the exact-line cache
 //! and the alias table are bounded too.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -77,7 +78,8 @@ pub struct MinerConfig {
     /// Maximum templates one cluster may split into before its busiest open
     /// position is forced to a variable (default 64).
     pub max_templates_per_cluster: usize,
-    /// Masked messages are cut to this many bytes (default 4096).
+    /// Messages are cut to twice this many bytes before masking and to this
+    /// many bytes after (default 4096).
     pub max_line_bytes: usize,
     /// Messages are cut to this many tokens; the tail becomes `<*>`
     /// (default 96).
@@ -267,7 +269,7 @@ pub struct Miner {
     /// Inverted index: (token count, position, literal token) -> clusters
     /// holding that value there (kept exact: entries are removed when a
     /// position becomes a variable or a cluster is evicted).
-    postings: FastMap<u64, Vec<u32>>,
+    postings: FastMap<u64, Posting>,
     /// Scratch for candidate counting, indexed by cluster slot.
     stamps: Vec<(u32, u16, u16)>,
     /// Literal positions per cluster slot (dense copy for candidate scoring).
@@ -371,6 +373,14 @@ impl Miner {
     /// Assigns one message (without its header) to a template.
     pub fn observe(&mut self, content: &str) -> Observation {
         self.tick = self.tick.wrapping_add(1);
+        // Only the head of a very long message is mined (bounds CPU too).
+        let mut cut = content
+            .len()
+            .min(self.config.max_line_bytes.saturating_mul(2));
+        while cut > 0 && !content.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let content = content.get(..cut).unwrap_or("");
         let mut masked = std::mem::take(&mut self.masked);
         mask_into(content, &mut masked);
         if masked.len() > self.config.max_line_bytes {
@@ -531,6 +541,7 @@ impl Miner {
             let Some(list) = self.postings.get(&key) else {
                 continue;
             };
+            let list = list.as_slice();
             if list.len() > COMMON_TOKEN {
                 deferred.push(key);
                 continue;
@@ -540,7 +551,12 @@ impl Miner {
         if self.candidates.is_empty() {
             for key in &deferred {
                 if let Some(list) = self.postings.get(key) {
-                    count_postings(list, stamp, &mut self.stamps, &mut self.candidates);
+                    count_postings(
+                        list.as_slice(),
+                        stamp,
+                        &mut self.stamps,
+                        &mut self.candidates,
+                    );
                 }
             }
         } else if !deferred.is_empty() {
@@ -590,10 +606,12 @@ impl Miner {
     /// Adds cluster `ci` to the inverted index for a literal value.
     fn index_value(&mut self, ci: u32, n: usize, i: usize, h: u64, text: &str) {
         if text != PLACEHOLDER {
-            self.postings
-                .entry(posting_key(n, i, h))
-                .or_default()
-                .push(ci);
+            match self.postings.entry(posting_key(n, i, h)) {
+                Entry::Occupied(mut e) => e.get_mut().push(ci),
+                Entry::Vacant(e) => {
+                    e.insert(Posting::One(ci));
+                }
+            }
         }
     }
 
@@ -615,13 +633,12 @@ impl Miner {
                 continue;
             }
             let key = posting_key(n, i, v.hash);
-            if let Some(list) = self.postings.get_mut(&key) {
-                if let Some(at) = list.iter().position(|&x| x == ci) {
-                    list.swap_remove(at);
-                }
-                if list.is_empty() {
-                    self.postings.remove(&key);
-                }
+            if self
+                .postings
+                .get_mut(&key)
+                .is_some_and(|list| list.remove(ci))
+            {
+                self.postings.remove(&key);
             }
         }
     }
@@ -1112,6 +1129,47 @@ impl Miner {
     }
 }
 
+/// Clusters holding one (position, token); most tokens belong to a single
+/// cluster, which needs no allocation.
+#[derive(Clone, Debug)]
+enum Posting {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Posting {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Posting::One(ci) => std::slice::from_ref(ci),
+            Posting::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, ci: u32) {
+        match self {
+            Posting::One(first) => *self = Posting::Many(vec![*first, ci]),
+            Posting::Many(v) => v.push(ci),
+        }
+    }
+
+    /// Removes `ci`; returns true when the list became empty.
+    fn remove(&mut self, ci: u32) -> bool {
+        match self {
+            Posting::One(x) => *x == ci,
+            Posting::Many(v) => {
+                if let Some(at) = v.iter().position(|&x| x == ci) {
+                    v.swap_remove(at);
+                }
+                if let [only] = v.as_slice() {
+                    *self = Posting::One(*only);
+                    return false;
+                }
+                v.is_empty()
+            }
+        }
+    }
+}
+
 /// Posting lists longer than this are treated as common tokens.
 const COMMON_TOKEN: usize = 128;
 
@@ -1402,7 +1460,7 @@ mod tests {
         let mut actual: Vec<(u64, u32)> = m
             .postings
             .iter()
-            .flat_map(|(k, list)| list.iter().map(move |&ci| (*k, ci)))
+            .flat_map(|(k, list)| list.as_slice().iter().map(move |&ci| (*k, ci)))
             .collect();
         expected.sort_unstable();
         actual.sort_unstable();

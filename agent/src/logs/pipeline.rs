@@ -191,12 +191,14 @@ impl Pipeline {
     }
 
     fn window(&mut self, source: &LogSource, now_ms: i64) -> &mut Window {
-        self.windows.entry(source.clone()).or_insert_with(|| Window {
-            start_ms: now_ms,
-            lines: 0,
-            templates: BTreeMap::new(),
-            skipped: SkipCounts::default(),
-        })
+        self.windows
+            .entry(source.clone())
+            .or_insert_with(|| Window {
+                start_ms: now_ms,
+                lines: 0,
+                templates: BTreeMap::new(),
+                skipped: SkipCounts::default(),
+            })
     }
 
     /// Counts entries a source could not parse.
@@ -349,7 +351,11 @@ impl Pipeline {
                     examples: acc.examples,
                 });
             }
-            templates.sort_by(|a, b| b.count.cmp(&a.count).then(a.template_id.cmp(&b.template_id)));
+            templates.sort_by(|a, b| {
+                b.count
+                    .cmp(&a.count)
+                    .then(a.template_id.cmp(&b.template_id))
+            });
             let mut skipped = w.skipped;
             skipped.evicted_templates = u32::try_from(evicted).unwrap_or(u32::MAX);
             evicted = 0;
@@ -429,7 +435,9 @@ mod tests {
                 &mut p,
                 &s,
                 1_000 + i,
-                &format!("ERROR connection to 10.0.0.{i}:5432 failed after {i}ms password=hunter2-{i}"),
+                &format!(
+                    "ERROR connection to 10.0.0.{i}:5432 failed after {i}ms password=hunter2-{i}"
+                ),
                 false,
             );
         }
@@ -450,7 +458,13 @@ mod tests {
         assert!(top.examples.is_empty());
         assert_eq!(top.template_id, top.template.id());
         // The same template in the next window is no longer new.
-        feed(&mut p, &s, 20_000, "ERROR connection to 10.9.9.9:5432 failed after 7ms password=x", false);
+        feed(
+            &mut p,
+            &s,
+            20_000,
+            "ERROR connection to 10.9.9.9:5432 failed after 7ms password=x",
+            false,
+        );
         let out = p.poll_summaries(31_000);
         assert!(!out[0].templates[0].new_template);
     }
@@ -502,7 +516,13 @@ mod tests {
     fn examples_only_when_opted_in_and_redacted() {
         let mut p = Pipeline::new(PipelineConfig::default());
         let s = src("x");
-        feed(&mut p, &s, 0, "login ok for alice token=abcd1234secret", true);
+        feed(
+            &mut p,
+            &s,
+            0,
+            "login ok for alice token=abcd1234secret",
+            true,
+        );
         let out = p.flush(1);
         let ex = &out[0].templates[0].examples;
         assert_eq!(ex.len(), 1);

@@ -127,7 +127,11 @@ impl RawStore {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let day = name.strip_prefix("day-")?.strip_suffix(".tsv")?.parse().ok()?;
+                let day = name
+                    .strip_prefix("day-")?
+                    .strip_suffix(".tsv")?
+                    .parse()
+                    .ok()?;
                 let len = e.metadata().ok()?.len();
                 Some((day, e.path(), len))
             })
@@ -171,7 +175,11 @@ impl RawStore {
 
     /// Reads records at or after `since_ms` matching `source` (a unit, path or
     /// container name; `None` for all), oldest first.
-    pub fn read(dir: &Path, since_ms: i64, source: Option<&str>) -> std::io::Result<Vec<RawRecord>> {
+    pub fn read(
+        dir: &Path,
+        since_ms: i64,
+        source: Option<&str>,
+    ) -> std::io::Result<Vec<RawRecord>> {
         let store = Self {
             dir: dir.to_path_buf(),
             retention_days: 1,
@@ -196,7 +204,9 @@ impl RawStore {
                 ) else {
                     continue;
                 };
-                let Ok(ts_ms) = ts.parse::<i64>() else { continue };
+                let Ok(ts_ms) = ts.parse::<i64>() else {
+                    continue;
+                };
                 let src = unescape(src);
                 if ts_ms < since_ms || source.is_some_and(|s| s != src) {
                     continue;
@@ -224,13 +234,28 @@ mod tests {
         let dir = d.path().join("raw");
         let mut s = RawStore::open(&dir, 2, u64::MAX).unwrap();
         let now = 100 * DAY_MS + 5_000;
-        s.append(now - 3 * DAY_MS, "journal", "old.service", Some(6), "ancient").unwrap();
-        s.append(now - 1000, "journal", "nginx.service", Some(3), "tab\there\nnewline \\ back").unwrap();
-        s.append(now, "file", "/var/log/x.log", None, "plain").unwrap();
+        s.append(
+            now - 3 * DAY_MS,
+            "journal",
+            "old.service",
+            Some(6),
+            "ancient",
+        )
+        .unwrap();
+        s.append(
+            now - 1000,
+            "journal",
+            "nginx.service",
+            Some(3),
+            "tab\there\nnewline \\ back",
+        )
+        .unwrap();
+        s.append(now, "file", "/var/log/x.log", None, "plain")
+            .unwrap();
         let all = RawStore::read(&dir, 0, None).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].line, "tab\there\nnewline \\ back");
-        let nginx = RawStore::read(&dir, now - 3600_000, Some("nginx.service")).unwrap();
+        let nginx = RawStore::read(&dir, now - 3_600_000, Some("nginx.service")).unwrap();
         assert_eq!(nginx.len(), 1);
         assert_eq!(nginx[0].priority, Some(3));
         assert_eq!(s.enforce(now), 1, "the 3-day-old file goes");
@@ -246,7 +271,8 @@ mod tests {
         let mut s = RawStore::open(d.path(), 30, 100).unwrap();
         let now = 50 * DAY_MS;
         for day in 0..3 {
-            s.append(now - (3 - day) * DAY_MS, "file", "f", None, &"x".repeat(80)).unwrap();
+            s.append(now - (3 - day) * DAY_MS, "file", "f", None, &"x".repeat(80))
+                .unwrap();
         }
         s.append(now, "file", "f", None, "today").unwrap();
         s.enforce(now);

@@ -228,7 +228,8 @@ async fn journal_task(
                     Err(_) => ev.unparsable += 1,
                 }
             }
-            if (!ev.lines.is_empty() || ev.unparsable > 0) && !send_event(&tx, ev, &shutdown).await {
+            if (!ev.lines.is_empty() || ev.unparsable > 0) && !send_event(&tx, ev, &shutdown).await
+            {
                 return;
             }
             if !eof {
@@ -420,7 +421,10 @@ async fn pipeline_task(
                         body: FactBody::LogSummary(s),
                     })
                     .collect(),
-                checkpoint: positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                checkpoint: positions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             };
             if shutdown.is_cancelled() {
                 // Best effort at shutdown; unsent summaries are re-read on restart

@@ -130,5 +130,7 @@ pub(super) async fn template(
         return Err(ApiError::NotFound);
     }
     let total: i64 = rows.iter().map(|r| r.count).sum();
-    Ok(Json(json!({ "template_id": id, "total": total, "rows": rows })))
+    Ok(Json(
+        json!({ "template_id": id, "total": total, "rows": rows }),
+    ))
 }

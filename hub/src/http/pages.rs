@@ -414,7 +414,9 @@ pub(super) async fn node_page(
         .await?
         .into_iter()
         .map(|t| {
-            let sev = wingman_protocol::logs::Severity::from_priority(u8::try_from(t.severity).unwrap_or(6));
+            let sev = wingman_protocol::logs::Severity::from_priority(
+                u8::try_from(t.severity).unwrap_or(6),
+            );
             context! {
                 template => t.template, count => t.count, severity => sev.as_str(),
                 error => sev.is_error(), source => format!("{} {}", t.source_kind, t.source_name),

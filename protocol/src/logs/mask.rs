@@ -7,21 +7,23 @@
 //! What is masked (each occurrence becomes one `<*>`):
 //! - numbers, including signed and fractional ones (`42`, `-17`, `0.25`),
 //!   and anything that starts with a digit (`10000ms`, `126MB`, `2.5s`,
-//!   `80x25`);
-//! - hexadecimal: `0x1f`, and hex runs of 8 or more characters with a digit;
+//!   `80x25`, `0x1f`);
+//! - hex runs of 8 or more characters (`ffff3000`, `deadbeef`);
 //! - identifiers carrying 4 or more digits (`blk_3886504906`,
 //!   `job_1445144423722_0020`) and compounds joined by `.`/`-` in which any
 //!   part is variable (`msra-sa-41`, `2.6.5-1.358`, UUIDs);
 //! - IPv4 (`10.0.0.1`), IPv6 and MAC addresses; a port after an address is
 //!   masked on its own, giving `<*>:<*>`;
 //! - domain names that end in a common top-level domain (`ns.example.com`);
-//! - absolute paths (`/var/log/syslog`, `C:\Temp\x`) and URLs whose rest
-//!   contains a digit (`hdfs://host:9000/x` becomes `hdfs://<*>`);
-//! - times, together with an adjacent weekday, month, day and year
+//! - absolute paths (`/var/log/syslog`, `C:\Temp\x`), and the part after
+//!   `://` of URLs with a path or user part when it holds a digit
+//!   (`hdfs://host:9000/x` becomes `hdfs://<*>`);
+//! - clock times, together with an adjacent weekday, month, day and year
 //!   (`Fri Jun 17 07:07:00 2005` becomes `<*>:<*>:<*>`), and ISO dates;
-//! - the value of `key=value` when it contains a digit (`uid=0`);
+//! - the value of `key=value` when it holds a variable part (`uid=0`);
 //! - a size unit written after a masked number (`16.0 KB` becomes `<*>`);
-//! - the well-known value words `true`, `false`, `null`, `root` and `admin`.
+//! - the well-known value words `true`, `false`, `null`, `root` and `admin`
+//!   (any case).
 //!
 //! Whitespace is collapsed to single spaces and trimmed, and adjacent
 //! placeholders (`<*><*>`, `<*>.<*>`) are merged, following the Loghub-2.0

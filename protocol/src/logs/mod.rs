@@ -5,6 +5,34 @@
 //! (opt-in per source) only by [`RedactedExample::redact`]. Neither type has
 //! another constructor, so a raw log line cannot be placed into a protocol
 //! message by accident: the compiler refuses it.
+//!
+//! ```compile_fail
+//! // A raw line cannot become a template: the field is private.
+//! let t = wingman_protocol::logs::MaskedTemplate("Failed password for root from 10.0.0.1".to_string());
+//! ```
+//!
+//! ```compile_fail
+//! // Nor can a String stand in for one in a summary.
+//! let c = wingman_protocol::logs::TemplateCount {
+//!     template_id: 1, template: String::from("raw line"), count: 1,
+//!     severity: wingman_protocol::logs::Severity::Info, first_seen_ms: 0, last_seen_ms: 0,
+//!     new_template: false, burst: false, examples: vec![],
+//! };
+//! ```
+//!
+//! ```compile_fail
+//! let e = wingman_protocol::logs::RedactedExample(String::from("password=hunter2"));
+//! ```
+//!
+//! The only way in is through the redactor and the masker:
+//!
+//! ```
+//! use wingman_protocol::logs::{MaskedTemplate, RedactConfig, Redactor};
+//! let r = Redactor::new(&RedactConfig::default());
+//! let (t, redactions) = MaskedTemplate::mask("login failed for bob from 10.0.0.7 password=hunter2", &r);
+//! assert_eq!(redactions, 1);
+//! assert!(!t.as_str().contains("hunter2") && !t.as_str().contains("10.0.0.7"));
+//! ```
 
 pub mod mask;
 pub mod redact;
