@@ -26,6 +26,8 @@ pub struct HubConfig {
     pub public_address: String,
     /// Log filter.
     pub log_level: String,
+    /// Operator skills, added to the built-in library (same spec).
+    pub skills_dir: PathBuf,
     /// QUIC (agent link) settings.
     pub quic: QuicConfig,
     /// HTTP (API and dashboard) settings.
@@ -97,6 +99,7 @@ impl Default for HubConfig {
             database_url: String::new(),
             public_address: String::new(),
             log_level: "info".into(),
+            skills_dir: PathBuf::from("/etc/wingman/skills"),
             quic: QuicConfig::default(),
             http: HttpConfig::default(),
             agents: AgentsConfig::default(),
@@ -157,6 +160,7 @@ impl std::fmt::Debug for HubConfig {
             )
             .field("public_address", &self.public_address)
             .field("log_level", &self.log_level)
+            .field("skills_dir", &self.skills_dir)
             .field("quic", &self.quic)
             .field("http", &self.http)
             .field("agents", &self.agents)

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod pki;
+pub mod skills;
 pub mod store;
 pub mod transport;
 
@@ -65,6 +66,8 @@ pub struct Hub {
     pub ingest: Arc<Semaphore>,
     /// The hub's own redaction scan over everything log-derived.
     pub redactor: Arc<wingman_protocol::logs::Redactor>,
+    /// Built-in and operator skills.
+    pub skills: Arc<skills::Library>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -88,7 +91,12 @@ impl Hub {
             store.active_certificates(now).await?,
             store.revoked_agents().await?,
         );
+        let skills = skills::load_all(&config.skills_dir);
+        for p in &skills.problems {
+            tracing::warn!(problem = %p, "skill skipped");
+        }
         Ok(Self {
+            skills: Arc::new(skills),
             ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
             redactor: Arc::new(wingman_protocol::logs::Redactor::new(
                 &wingman_protocol::logs::RedactConfig::default(),

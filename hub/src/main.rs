@@ -73,6 +73,22 @@ enum Command {
     },
     /// Print a commented example config file.
     DefaultConfig,
+    /// The skills library.
+    Skills {
+        #[command(subcommand)]
+        command: SkillsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SkillsCommand {
+    /// Validate skills against docs/specs/skill.md: a skills folder (with its
+    /// skills-library.md), or by default the built-in library plus the
+    /// operator skills in `skills_dir`.
+    Check {
+        /// A skills folder to check.
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +162,30 @@ fn real_main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut config = HubConfig::load(cli.config.clone())?;
+    if let Command::Skills {
+        command: SkillsCommand::Check { dir },
+    } = &cli.command
+    {
+        let lib = match dir {
+            Some(d) => wingman_hub::skills::check_dir(d)
+                .with_context(|| format!("cannot read skills folder {}", d.display()))?,
+            None => wingman_hub::skills::load_all(&config.skills_dir),
+        };
+        for p in &lib.problems {
+            println!("{p}");
+        }
+        let t1 = lib.skills.iter().filter(|s| s.tier == 1).count();
+        println!(
+            "{} skills ({t1} tier 1, {} tier 2), {} problems",
+            lib.skills.len(),
+            lib.skills.len() - t1,
+            lib.problems.len()
+        );
+        if !lib.problems.is_empty() {
+            bail!("the skills library has {} problems", lib.problems.len());
+        }
+        return Ok(());
+    }
     let quickstart = matches!(cli.command, Command::Quickstart { .. });
     if quickstart && cli.data_dir.is_none() && !config_given(&cli) {
         config.data_dir = PathBuf::from("wingman-data");
@@ -288,7 +328,7 @@ fn real_main() -> anyhow::Result<()> {
                 let key = commands::create_api_key(&hub, &name, &user, days).await?;
                 println!("API key {name:?} for user {user} (valid {days} days; shown only once):\n  {key}\n\nUse it as:  curl -H 'Authorization: Bearer {key}' http://HUB/api/v1/nodes");
             }
-            Command::DefaultConfig => {}
+            Command::DefaultConfig | Command::Skills { .. } => {}
         }
         Ok(())
     })

@@ -13,4 +13,5 @@ mod common;
 mod http_auth;
 mod link;
 mod logs;
+mod skills;
 mod store_suite;

@@ -7,7 +7,9 @@
 //! [`ApiError`] that never shows internals to clients.
 
 mod api;
+pub mod markdown;
 mod pages;
+mod skills;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -328,6 +330,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/revoke", post(api::revoke))
         .route("/api/v1/nodes/{id}/logs", get(api::node_logs))
         .route("/api/v1/templates/{id}", get(api::template))
+        .route("/skills", get(skills::skills_page))
+        .route("/skills/{id}", get(skills::skill_page))
+        .route("/api/v1/skills", get(skills::skills_api))
+        .route("/api/v1/skills/{id}", get(skills::skill_api))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))

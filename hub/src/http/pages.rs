@@ -67,7 +67,7 @@ fn duration(s: u64) -> String {
 
 /// Pages need a signed-in user who has chosen their own password.
 #[allow(clippy::result_large_err)]
-fn page_user(user: Result<CurrentUser, ApiError>) -> Result<CurrentUser, Response> {
+pub(super) fn page_user(user: Result<CurrentUser, ApiError>) -> Result<CurrentUser, Response> {
     match user {
         Ok(u) if u.session.is_none() => Err(ApiError::Forbidden(
             "the dashboard needs a browser session; API keys are for /api/v1".into(),
