@@ -57,6 +57,8 @@ pub struct HttpConfig {
     /// Mark cookies `Secure` (set when the dashboard is served over HTTPS,
     /// e.g. behind a reverse proxy).
     pub secure_cookies: bool,
+    /// Requests served at once; beyond it they are answered 503 + Retry-After.
+    pub max_inflight: usize,
 }
 
 /// Agent link policy.
@@ -122,6 +124,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             secure_cookies: false,
+            max_inflight: 256,
         }
     }
 }

@@ -590,6 +590,8 @@ fn fact_json(body: &FactBody) -> String {
     let inner = match body {
         FactBody::Host(h) => serde_json::to_string(h),
         FactBody::LogSummary(s) => serde_json::to_string(s),
+        FactBody::Gap(g) => serde_json::to_string(g),
+        FactBody::AgentHealth(h) => serde_json::to_string(h),
     };
     inner.unwrap_or_else(|_| "null".into())
 }
@@ -631,7 +633,7 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
         records.push(FactRecord {
             kind: body.kind().to_string(),
             observed_at: f.observed_at_ms,
-            latest: matches!(body, FactBody::Host(_)),
+            latest: matches!(body, FactBody::Host(_) | FactBody::AgentHealth(_)),
             body: fact_json(&body),
         });
     }

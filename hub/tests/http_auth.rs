@@ -273,3 +273,15 @@ async fn wrong_passwords_are_throttled() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     th.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_503_with_retry_after_and_health_stays_up() {
+    let mut th = TestHub::start(|c| c.http.max_inflight = 0).await;
+    let c = http_client();
+    let r = c.get(th.url("/api/v1/nodes")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[RETRY_AFTER], "2");
+    let r = c.get(th.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    th.stop().await;
+}

@@ -20,6 +20,79 @@ pub enum FactBody {
     Host(HostFacts),
     /// Template counts of one log source over one window.
     LogSummary(crate::logs::LogSummary),
+    /// Batches the agent lost (spool cap reached, corruption), so loss is
+    /// never silent.
+    Gap(Gap),
+    /// The agent's own health: spool, link and pipeline counters.
+    AgentHealth(AgentHealth),
+}
+
+/// Why batches were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GapReason {
+    /// The spool reached its size cap and dropped its oldest segment.
+    Overflow,
+    /// A spool record or segment failed its checksum.
+    Corrupt,
+    /// A spool segment disappeared.
+    Missing,
+}
+
+impl GapReason {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Overflow => "overflow",
+            Self::Corrupt => "corrupt",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// A range of batches of a stream that will never arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The stream.
+    pub stream_id: u64,
+    /// First lost sequence number.
+    pub from_seq: u64,
+    /// Last lost sequence number.
+    pub to_seq: u64,
+    /// Batches lost.
+    pub batches: u64,
+    /// Facts lost.
+    pub facts: u64,
+    /// Why.
+    pub reason: GapReason,
+}
+
+/// Counters the agent reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// Batches in the spool not yet acknowledged.
+    pub spool_depth_batches: u64,
+    /// Bytes in the spool.
+    pub spool_bytes: u64,
+    /// Age of the oldest unacknowledged batch, ms.
+    pub oldest_unacked_ms: u64,
+    /// Batches sent again after a reconnect.
+    pub replayed_batches: u64,
+    /// Batches dropped (spool cap, corruption).
+    pub dropped_batches: u64,
+    /// Facts in dropped batches.
+    pub dropped_facts: u64,
+    /// Torn or corrupt spool records detected.
+    pub corrupt_records: u64,
+    /// Spool write failures (disk full, read-only, deleted).
+    pub spool_errors: u64,
+    /// Log lines summarised.
+    pub log_lines: u64,
+    /// Secrets redacted.
+    pub redactions: u64,
+    /// Log lines skipped or cut (binary, oversize, invalid UTF-8, unparsable).
+    pub log_skipped: u64,
+    /// Templates evicted from the capped store.
+    pub templates_evicted: u64,
 }
 
 impl FactBody {
@@ -28,6 +101,8 @@ impl FactBody {
         match self {
             Self::Host(_) => "host",
             Self::LogSummary(_) => "log_summary",
+            Self::Gap(_) => "gap",
+            Self::AgentHealth(_) => "agent_health",
         }
     }
 }

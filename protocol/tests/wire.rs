@@ -149,6 +149,61 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         .map(|(n, m)| (n, encode(&m).unwrap()))
         .collect();
     out.extend(hub.into_iter().map(|(n, m)| (n, encode(&m).unwrap())));
+    let redactor = logs::Redactor::new(&logs::RedactConfig::default());
+    let (template, _) = logs::MaskedTemplate::mask("disk sda error at sector 12345", &redactor);
+    let summary = AgentMessage::Facts(FactBatch {
+        stream_id: 42,
+        seq: 8,
+        facts: vec![
+            Fact {
+                observed_at_ms: 1_764_000_010_000,
+                body: FactBody::LogSummary(logs::LogSummary {
+                    source: logs::LogSource {
+                        kind: logs::LogSourceKind::Journal,
+                        name: "smartd.service".into(),
+                    },
+                    window_start_ms: 1_764_000_000_000,
+                    window_end_ms: 1_764_000_010_000,
+                    lines: 3,
+                    templates: vec![logs::TemplateCount {
+                        template_id: template.id(),
+                        template,
+                        count: 3,
+                        severity: logs::Severity::Error,
+                        first_seen_ms: 1_764_000_001_000,
+                        last_seen_ms: 1_764_000_009_000,
+                        new_template: true,
+                        burst: false,
+                        examples: vec![],
+                    }],
+                    skipped: logs::SkipCounts {
+                        invalid_utf8: 1,
+                        ..Default::default()
+                    },
+                }),
+            },
+            Fact {
+                observed_at_ms: 1_764_000_010_000,
+                body: FactBody::Gap(Gap {
+                    stream_id: 42,
+                    from_seq: 3,
+                    to_seq: 5,
+                    batches: 3,
+                    facts: 7,
+                    reason: GapReason::Overflow,
+                }),
+            },
+            Fact {
+                observed_at_ms: 1_764_000_010_000,
+                body: FactBody::AgentHealth(AgentHealth {
+                    spool_depth_batches: 2,
+                    log_lines: 99,
+                    ..Default::default()
+                }),
+            },
+        ],
+    });
+    out.push(("agent_facts_logs_gap_health", encode(&summary).unwrap()));
     out.push(("enroll_request", encode(&enroll_req).unwrap()));
     out.push(("enroll_response", encode(&enroll_resp).unwrap()));
     out

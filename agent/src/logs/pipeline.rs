@@ -462,11 +462,15 @@ mod tests {
             &mut p,
             &s,
             20_000,
-            "ERROR connection to 10.9.9.9:5432 failed after 7ms password=x",
+            "ERROR connection to 10.9.9.9:5432 failed after 7ms password=hunter2-7",
             false,
         );
         let out = p.poll_summaries(31_000);
-        assert!(!out[0].templates[0].new_template);
+        assert!(
+            !out[0].templates[0].new_template,
+            "{:?} vs {:?}",
+            out[0].templates[0].template, top.template
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ pub struct AppState {
     pub hub: Hub,
     templates: Arc<Environment<'static>>,
     throttle: Arc<Mutex<LoginThrottle>>,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
+
+/// A request that takes longer than this is answered 503.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AppState {
     /// Builds the state, loading the embedded templates.
@@ -55,10 +59,12 @@ impl AppState {
             hub.config.auth.login_max_failures,
             hub.config.auth.login_window_secs,
         );
+        let inflight = Arc::new(tokio::sync::Semaphore::new(hub.config.http.max_inflight));
         Self {
             hub,
             templates: Arc::new(env),
             throttle: Arc::new(Mutex::new(throttle)),
+            inflight,
         }
     }
 
@@ -297,6 +303,24 @@ async fn security_headers(mut resp: Response) -> Response {
     resp
 }
 
+/// Load shedding and a deadline for every route but `/healthz`: when
+/// `http.max_inflight` requests are in flight, or one takes longer than
+/// [`REQUEST_TIMEOUT`] (a busy store), the answer is `503` with
+/// `Retry-After` instead of a queue or a hang.
+async fn shed(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
+        return ApiError::Unavailable(2).into_response();
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Unavailable(5).into_response(),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -313,8 +337,7 @@ async fn style() -> impl IntoResponse {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let guarded = Router::new()
         .route("/static/style.css", get(style))
         .route("/login", get(pages::login_page).post(pages::login_submit))
         .route("/logout", post(pages::logout))
@@ -335,6 +358,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/skills", get(skills::skills_api))
         .route("/api/v1/skills/{id}", get(skills::skill_api))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shed));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
