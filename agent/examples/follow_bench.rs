@@ -160,7 +160,8 @@ fn main() {
         cfg.window_ms = 10_000;
         let shutdown = CancellationToken::new();
         let (lines, summaries) = rt.block_on(async {
-            let mut rx = wingman_agent::logs::sources::spawn(&cfg, dir.path(), &BTreeMap::new(), shutdown.clone());
+            let (batch_tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let _lines = wingman_agent::logs::sources::spawn(&cfg, dir.path(), &BTreeMap::new(), batch_tx, shutdown.clone());
             tokio::time::sleep(Duration::from_millis(800)).await;
             let me = std::process::id();
             let jpids = journalctl_pids();

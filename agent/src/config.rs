@@ -28,6 +28,33 @@ pub struct AgentConfig {
     pub link: LinkConfig,
     /// Log summaries.
     pub logs: LogsConfig,
+    /// Docker or Podman.
+    pub docker: DockerSection,
+}
+
+/// The Docker/Podman integration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSection {
+    /// Watch the container engine when a socket is found (or `socket` is set).
+    pub enabled: bool,
+    /// Engine socket; empty: auto-detect Docker, then rootful and rootless Podman.
+    pub socket: Option<std::path::PathBuf>,
+    /// Summarise running containers' logs (templates and counts only).
+    pub container_logs: bool,
+    /// Which container actions the hub may have this node run.
+    pub policy: crate::docker::LocalPolicy,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+            container_logs: true,
+            policy: crate::docker::LocalPolicy::default(),
+        }
+    }
 }
 
 /// The log pipeline and its sources.
@@ -169,6 +196,7 @@ impl Default for AgentConfig {
             facts: FactsConfig::default(),
             link: LinkConfig::default(),
             logs: LogsConfig::default(),
+            docker: DockerSection::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! command line and calls into this library.
 
 pub mod config;
+pub mod docker;
 pub mod enroll;
 pub mod facts;
 pub mod fsutil;

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wingman_protocol::{
-    AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody, FrameDecoder,
-    HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage, PROTOCOL_VERSION,
-    RenewRequest, RenewResponse,
+    ActionOutcome, AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody,
+    FrameDecoder, HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage,
+    PROTOCOL_VERSION, RenewRequest, RenewResponse,
 };
 
 use crate::config::AgentConfig;
@@ -153,6 +153,8 @@ struct Agent {
     stats: Arc<Mutex<LinkStats>>,
     cursors: CursorStore,
     logs: Option<mpsc::Receiver<LogBatch>>,
+    action_tx: mpsc::Sender<ActionOutcome>,
+    action_rx: mpsc::Receiver<ActionOutcome>,
 }
 
 /// Runs the agent until `shutdown` fires.
@@ -169,16 +171,45 @@ pub async fn run(
     if let Some(w) = status.warning() {
         warn!(warning = %w, "log source positions could not be loaded; sources start from the end");
     }
-    let logs = config.logs.enabled.then(|| {
-        let saved: BTreeMap<String, String> = cursors
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        crate::logs::sources::spawn(&config.logs, &state_dir, &saved, shutdown.clone())
+    let saved: BTreeMap<String, String> = cursors
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Every collector feeds one bounded channel (overflow policy: block; the
+    // sources keep their positions, so nothing is lost while the hub is away).
+    let (batch_tx, batch_rx) = mpsc::channel::<LogBatch>(64);
+    let lines = config.logs.enabled.then(|| {
+        crate::logs::sources::spawn(
+            &config.logs,
+            &state_dir,
+            &saved,
+            batch_tx.clone(),
+            shutdown.clone(),
+        )
     });
+    let docker_socket = config
+        .docker
+        .socket
+        .clone()
+        .or_else(|| crate::docker::detect_socket().ok());
+    if config.docker.enabled && docker_socket.is_some() {
+        let mut section = config.docker.clone();
+        section.socket = docker_socket;
+        crate::docker::collector::spawn(
+            &section,
+            &saved,
+            batch_tx.clone(),
+            lines,
+            shutdown.clone(),
+        );
+    }
+    drop(batch_tx);
+    let (action_tx, action_rx) = mpsc::channel::<ActionOutcome>(16);
     let mut agent = Agent {
+        action_tx,
+        action_rx,
         cursors,
-        logs,
+        logs: Some(batch_rx),
         outbox: Outbox {
             next_seq: 1,
             sent_upto: 0,
@@ -389,6 +420,12 @@ impl Agent {
                     self.sample_facts().await;
                     self.flush(&mut tx, paused_until).await.map_err(lost)?;
                 }
+                outcome = self.action_rx.recv() => {
+                    if let Some(outcome) = outcome {
+                        info!(id = outcome.id, ok = outcome.result.ok, refused = outcome.result.refused, "action finished");
+                        send(&mut tx, &AgentMessage::ActionOutcome(outcome)).await.map_err(lost)?;
+                    }
+                }
                 batch = recv_logs(&mut self.logs) => {
                     match batch {
                         Some(b) => {
@@ -451,12 +488,15 @@ impl Agent {
                             pending_key = None;
                             warn!(%reason, "hub refused certificate renewal");
                         }
-                        HubMessage::Command(cmd) => {
-                            let result = match cmd.body {
-                                CommandBody::Ping => CommandResult { id: cmd.id, ok: true, detail: "pong".into() },
-                            };
-                            send(&mut tx, &AgentMessage::CommandResult(result)).await.map_err(lost)?;
-                        }
+                        HubMessage::Command(cmd) => match cmd.body {
+                            CommandBody::Ping => {
+                                let result = CommandResult { id: cmd.id, ok: true, detail: "pong".into() };
+                                send(&mut tx, &AgentMessage::CommandResult(result)).await.map_err(lost)?;
+                            }
+                            CommandBody::Docker(action) => {
+                                self.spawn_docker_action(cmd.id, action);
+                            }
+                        },
                         HubMessage::Refused(r) => return Err(Outcome::Refused(r.reason)),
                         HubMessage::Welcome(_) => return Err(lost("unexpected second welcome".into())),
                     }
@@ -502,6 +542,39 @@ impl Agent {
                 .push(self.identity.enrollment.stream_id, vec![fact], Vec::new());
             self.note_drops();
         }
+    }
+
+    /// Runs a container action off the event loop, under the node's own
+    /// policy (a refused action is reported, never executed).
+    fn spawn_docker_action(&self, id: u64, action: wingman_protocol::docker::DockerAction) {
+        let policy = self.config.docker.policy.clone();
+        let socket = self.config.docker.socket.clone();
+        let enabled = self.config.docker.enabled;
+        let tx = self.action_tx.clone();
+        tokio::spawn(async move {
+            let refused = |detail: String| wingman_protocol::docker::ActionResult {
+                ok: false,
+                refused: true,
+                detail,
+                duration_ms: 0,
+            };
+            let result = if !enabled {
+                refused("the Docker integration is disabled on this node".into())
+            } else if let Err(r) = policy.check(&action) {
+                refused(r.reason)
+            } else {
+                match crate::docker::connect(socket.as_deref(), Duration::from_secs(10)).await {
+                    Ok(engine) => crate::docker::execute(&engine, &policy, &action).await,
+                    Err(e) => wingman_protocol::docker::ActionResult {
+                        ok: false,
+                        refused: false,
+                        detail: e.to_string(),
+                        duration_ms: 0,
+                    },
+                }
+            };
+            let _ = tx.send(ActionOutcome { id, result }).await;
+        });
     }
 
     fn note_drops(&self) {

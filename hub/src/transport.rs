@@ -16,15 +16,15 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wingman_protocol::logs::MaskedTemplate;
 use wingman_protocol::{
-    ALPN_AGENT, ALPN_ENROLL, Ack, AgentMessage, Busy, EnrollRequest, EnrollResponse, Fact,
-    FactBody, FrameDecoder, HubMessage, MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse,
-    Welcome,
+    ALPN_AGENT, ALPN_ENROLL, Ack, ActionOutcome, AgentMessage, Busy, Command, CommandBody,
+    CommandResult, EnrollRequest, EnrollResponse, Fact, FactBody, FrameDecoder, HubMessage,
+    MAX_FRAME_LEN, PROTOCOL_VERSION, Refused, RenewResponse, Welcome,
 };
 
 use crate::Hub;
@@ -50,6 +50,34 @@ pub struct Registry {
     certs: RwLock<BTreeMap<String, String>>,
     revoked: RwLock<BTreeSet<String>>,
     conns: Mutex<BTreeMap<String, Vec<quinn::Connection>>>,
+    commands: Mutex<BTreeMap<String, mpsc::Sender<PendingCommand>>>,
+}
+
+/// What an agent answered to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentReply {
+    /// A plain result.
+    Result(CommandResult),
+    /// An action's outcome (executed, failed or refused by local policy).
+    Action(ActionOutcome),
+}
+
+/// A command waiting to be written to an agent's session.
+#[derive(Debug)]
+pub struct PendingCommand {
+    body: CommandBody,
+    reply: oneshot::Sender<AgentReply>,
+}
+
+/// Why a command could not be delivered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    /// The agent has no live session.
+    #[error("agent {0} is not connected")]
+    NotConnected(String),
+    /// The session ended or the agent did not answer in time.
+    #[error("agent {0} did not answer in time")]
+    Timeout(String),
 }
 
 impl Registry {
@@ -113,6 +141,11 @@ impl Registry {
     }
 
     fn unregister(&self, agent_id: &str, conn: &quinn::Connection) {
+        if let Ok(mut m) = self.commands.lock()
+            && m.get(agent_id).is_some_and(mpsc::Sender::is_closed)
+        {
+            m.remove(agent_id);
+        }
         if let Ok(mut m) = self.conns.lock()
             && let Some(v) = m.get_mut(agent_id)
         {
@@ -120,6 +153,29 @@ impl Registry {
             if v.is_empty() {
                 m.remove(agent_id);
             }
+        }
+    }
+
+    /// Sends a command to an agent's live session and waits for its answer.
+    pub async fn send_command(
+        &self,
+        agent_id: &str,
+        body: CommandBody,
+        timeout: Duration,
+    ) -> Result<AgentReply, CommandError> {
+        let tx = self
+            .commands
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent_id).cloned())
+            .ok_or_else(|| CommandError::NotConnected(agent_id.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(PendingCommand { body, reply })
+            .await
+            .map_err(|_| CommandError::NotConnected(agent_id.to_string()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            _ => Err(CommandError::Timeout(agent_id.to_string())),
         }
     }
 
@@ -480,11 +536,27 @@ async fn session(
     )
     .await?;
     info!(%agent_id, %hostname, kind = hello.host_kind.as_str(), committed, "agent connected");
+    // Commands for this agent arrive here (bounded; senders wait when full).
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<PendingCommand>(16);
+    if let Ok(mut m) = hub.registry.commands.lock() {
+        m.insert(agent_id.to_string(), cmd_tx);
+    }
+    let mut pending: BTreeMap<u64, oneshot::Sender<AgentReply>> = BTreeMap::new();
+    let mut next_cmd: u64 = 1;
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => {
                 conn.close(close_code::SHUTDOWN.into(), b"hub shutting down");
                 return Ok(());
+            }
+            cmd = cmd_rx.recv() => {
+                let Some(cmd) = cmd else { continue };
+                let id = next_cmd;
+                next_cmd += 1;
+                pending.retain(|_, r| !r.is_closed());
+                pending.insert(id, cmd.reply);
+                write(&mut send, &HubMessage::Command(Command { id, body: cmd.body })).await?;
+                continue;
             }
             r = read(&mut recv, &mut decoder) => r?,
         };
@@ -578,6 +650,15 @@ async fn session(
             }
             AgentMessage::CommandResult(r) => {
                 debug!(%agent_id, id = r.id, ok = r.ok, "command result");
+                if let Some(tx) = pending.remove(&r.id) {
+                    let _ = tx.send(AgentReply::Result(r));
+                }
+            }
+            AgentMessage::ActionOutcome(o) => {
+                info!(%agent_id, id = o.id, ok = o.result.ok, refused = o.result.refused, "action outcome");
+                if let Some(tx) = pending.remove(&o.id) {
+                    let _ = tx.send(AgentReply::Action(o));
+                }
             }
             AgentMessage::Hello(_) => {
                 return Err(protocol_error("second hello".into()));
@@ -592,6 +673,10 @@ fn fact_json(body: &FactBody) -> String {
         FactBody::LogSummary(s) => serde_json::to_string(s),
         FactBody::Gap(g) => serde_json::to_string(g),
         FactBody::AgentHealth(h) => serde_json::to_string(h),
+        FactBody::ContainerInventory(i) => serde_json::to_string(i),
+        FactBody::ContainerEvent(e) => serde_json::to_string(e),
+        FactBody::RestartLoop(r) => serde_json::to_string(r),
+        FactBody::DockerStatus(d) => serde_json::to_string(d),
     };
     inner.unwrap_or_else(|_| "null".into())
 }
@@ -633,7 +718,13 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
         records.push(FactRecord {
             kind: body.kind().to_string(),
             observed_at: f.observed_at_ms,
-            latest: matches!(body, FactBody::Host(_) | FactBody::AgentHealth(_)),
+            latest: matches!(
+                body,
+                FactBody::Host(_)
+                    | FactBody::AgentHealth(_)
+                    | FactBody::ContainerInventory(_)
+                    | FactBody::DockerStatus(_)
+            ),
             body: fact_json(&body),
         });
     }

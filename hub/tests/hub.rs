@@ -10,6 +10,7 @@
 )]
 
 mod common;
+mod docker;
 mod http_auth;
 mod link;
 mod logs;

@@ -4,8 +4,8 @@
 //! missing URL fails the test instead of skipping it.
 
 use wingman_hub::store::{
-    self, AgentRow, ApiKeyRow, DynStore, FactRecord, NewToken, SessionRow, StoreError,
-    TemplateRecord, TokenUse, UserRow,
+    self, AgentRow, ApiKeyRow, DynStore, FactRecord, IncidentFilter, IncidentRow, NewToken,
+    SessionRow, StoreError, TemplateRecord, TokenUse, UserRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -271,6 +271,11 @@ async fn suite(s: DynStore) {
         .await
         .unwrap();
     assert_eq!(s.latest_facts("a1").await.unwrap().len(), 2);
+    let recent = s.recent_facts("a1", "host", 2).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        vec!["{\"v\":2}", "{\"v\":0}"]
+    );
     let rows = s.log_templates("a1", 10).await.unwrap();
     assert_eq!(rows.len(), 2);
     let r = rows
@@ -289,6 +294,74 @@ async fn suite(s: DynStore) {
             .collect::<Vec<_>>(),
         vec!["a1", "a2"]
     );
+
+    // Incidents: upsert, filter, paginate, live set for the engine.
+    for i in 0..5i64 {
+        let row = IncidentRow {
+            id: format!("inc-{i}"),
+            fingerprint: format!("fp{i}"),
+            state: if i == 4 {
+                "resolved".into()
+            } else {
+                "open".into()
+            },
+            severity: if i % 2 == 0 {
+                "critical".into()
+            } else {
+                "warning".into()
+            },
+            title: format!("t{i}"),
+            nodes: if i < 2 { "a1".into() } else { "a1,a2".into() },
+            opened_at: now + i,
+            updated_at: now + 10 * i,
+            resolved_at: (i == 4).then_some(now + 40),
+            body: "{}".into(),
+        };
+        s.upsert_incident(&row).await.unwrap();
+    }
+    let mut changed = s.get_incident("inc-1").await.unwrap().unwrap();
+    changed.state = "acknowledged".into();
+    changed.updated_at = now + 100;
+    s.upsert_incident(&changed).await.unwrap();
+    let all = IncidentFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let (rows, total) = s.list_incidents(&all).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(rows[0].id, "inc-1", "most recently updated first");
+    let (rows, total) = s
+        .list_incidents(&IncidentFilter {
+            state: Some("open".into()),
+            limit: 2,
+            offset: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total), (2, 3));
+    let (_, total) = s
+        .list_incidents(&IncidentFilter {
+            severity: Some("critical".into()),
+            node: Some("a2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    let (rows, _) = s
+        .list_incidents(&IncidentFilter {
+            limit: 2,
+            offset: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(s.live_incidents(now + 41).await.unwrap().len(), 4);
+    assert_eq!(s.live_incidents(now).await.unwrap().len(), 5);
+    assert!(s.get_incident("nope").await.unwrap().is_none());
 
     // Users, sessions, API keys.
     let user = UserRow {

@@ -25,6 +25,14 @@ pub enum FactBody {
     Gap(Gap),
     /// The agent's own health: spool, link and pipeline counters.
     AgentHealth(AgentHealth),
+    /// Containers and images of a Docker or Podman host.
+    ContainerInventory(crate::docker::ContainerInventory),
+    /// One container lifecycle event (die, oom, health, restart, ...).
+    ContainerEvent(crate::docker::ContainerEvent),
+    /// A container restart loop, detected on the node, reported once.
+    RestartLoop(crate::docker::RestartLoop),
+    /// Whether the container engine is reachable, and why not.
+    DockerStatus(crate::docker::DockerStatus),
 }
 
 /// Why batches were lost.
@@ -103,6 +111,10 @@ impl FactBody {
             Self::LogSummary(_) => "log_summary",
             Self::Gap(_) => "gap",
             Self::AgentHealth(_) => "agent_health",
+            Self::ContainerInventory(_) => "docker_inventory",
+            Self::ContainerEvent(_) => "container_event",
+            Self::RestartLoop(_) => "restart_loop",
+            Self::DockerStatus(_) => "docker_status",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - Raw log lines never appear in a protocol type: log-derived data can only travel
 //!   as summaries (templates and counts).
 
+pub mod docker;
 pub mod facts;
 pub mod frame;
 pub mod logs;

@@ -88,6 +88,8 @@ pub struct RenewRequest {
 pub enum CommandBody {
     /// Asks the agent to answer; used to test the channel.
     Ping,
+    /// A container action; the agent's own policy decides whether it runs.
+    Docker(crate::docker::DockerAction),
 }
 
 /// A hub-to-agent command.
@@ -110,6 +112,15 @@ pub struct CommandResult {
     pub detail: String,
 }
 
+/// The outcome of an action command, as the agent's adapter reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    /// The command's id.
+    pub id: u64,
+    /// What the adapter reports.
+    pub result: crate::docker::ActionResult,
+}
+
 /// Messages an enrolled agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AgentMessage {
@@ -123,6 +134,8 @@ pub enum AgentMessage {
     Renew(RenewRequest),
     /// Result of a hub command.
     CommandResult(CommandResult),
+    /// Result of an action command (executed or refused by local policy).
+    ActionOutcome(ActionOutcome),
 }
 
 /// The hub's answer to [`Hello`].

@@ -75,16 +75,16 @@ pub struct LogBatch {
     pub checkpoint: Vec<(String, String)>,
 }
 
-/// Starts the sources and the pipeline. Returns the receiver of summary
-/// batches for the link.
+/// Starts the sources and the pipeline; summaries go to `batch_tx`. Returns
+/// a sender other sources (container logs) use to feed the pipeline.
 pub fn spawn(
     cfg: &LogsConfig,
     state_dir: &Path,
     saved: &BTreeMap<String, String>,
+    batch_tx: mpsc::Sender<LogBatch>,
     shutdown: CancellationToken,
-) -> mpsc::Receiver<LogBatch> {
+) -> mpsc::Sender<SourceEvent> {
     let (line_tx, line_rx) = mpsc::channel::<SourceEvent>(256);
-    let (batch_tx, batch_rx) = mpsc::channel::<LogBatch>(64);
     if cfg.journal.enabled {
         tokio::spawn(journal_task(
             cfg.journal.clone(),
@@ -106,7 +106,6 @@ pub fn spawn(
             shutdown.clone(),
         ));
     }
-    drop(line_tx);
     tokio::spawn(pipeline_task(
         cfg.clone(),
         state_dir.join("raw"),
@@ -114,7 +113,7 @@ pub fn spawn(
         batch_tx,
         shutdown,
     ));
-    batch_rx
+    line_tx
 }
 
 async fn send_event(
@@ -377,7 +376,15 @@ async fn pipeline_task(
             () = shutdown.cancelled() => true,
             _ = tick.tick() => true,
             ev = rx.recv() => {
-                let Some(ev) = ev else { return };
+                let Some(ev) = ev else {
+                    // Every source is gone: close the last window and stop.
+                    let summaries = pipeline.flush(crate::now_ms());
+                    if !summaries.is_empty() {
+                        let facts = summaries.into_iter().map(|s| Fact { observed_at_ms: s.window_end_ms, body: FactBody::LogSummary(s) }).collect();
+                        let _ = tx.try_send(LogBatch { facts, checkpoint: positions.into_iter().collect() });
+                    }
+                    return;
+                };
                 let now = crate::now_ms();
                 for line in &ev.lines {
                     let meta = LineMeta {

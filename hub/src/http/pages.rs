@@ -424,6 +424,39 @@ pub(super) async fn node_page(
             }
         })
         .collect();
+    let containers: Vec<minijinja::Value> = latest
+        .iter()
+        .find(|f| f.kind == "docker_inventory")
+        .and_then(|f| serde_json::from_str::<wingman_protocol::docker::ContainerInventory>(&f.body).ok())
+        .map(|inv| {
+            let mut cs = inv.containers;
+            cs.sort_by(|a, b| a.name.cmp(&b.name));
+            cs.into_iter()
+                .map(|c| {
+                    let state = format!("{:?}", c.state).to_lowercase();
+                    let health = format!("{:?}", c.health).to_lowercase();
+                    context! {
+                        name => c.name, image => c.image, running => state == "running", state => state,
+                        health => health.clone(), unhealthy => health == "unhealthy",
+                        restarts => c.restart_count, exit_code => c.exit_code,
+                        project => c.compose_project.unwrap_or_default(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let events: Vec<minijinja::Value> = store
+        .recent_facts(&id, "container_event", 10)
+        .await?
+        .into_iter()
+        .filter_map(|(at, body)| {
+            let e: wingman_protocol::docker::ContainerEvent = serde_json::from_str(&body).ok()?;
+            Some(context! {
+                at => ago(now, Some(at)), name => e.name, kind => format!("{:?}", e.kind).to_lowercase(),
+                exit_code => e.exit_code, health => e.health,
+            })
+        })
+        .collect();
     let node = context! {
         id => agent.id, hostname => agent.hostname, kind => agent.kind, online => agent.online,
         revoked => agent.revoked_at.is_some(), agent_version => agent.agent_version,
@@ -433,7 +466,7 @@ pub(super) async fn node_page(
     let html = state.render(
         "node.html",
         context! { user => user.user.name.clone(), csrf => user.csrf(), node => node, host => host,
-        presence => presence, templates => templates, is_admin => user.is_admin(), refresh => 15 },
+        presence => presence, templates => templates, containers => containers, events => events, is_admin => user.is_admin(), refresh => 15 },
     )?;
     Ok(html.into_response())
 }

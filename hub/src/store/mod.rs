@@ -175,6 +175,46 @@ pub struct IngestOutcome {
     pub duplicate: bool,
 }
 
+/// A stored incident: filter columns plus the engine's incident as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncidentRow {
+    /// Engine id, e.g. `inc-12`.
+    pub id: String,
+    /// Dedup fingerprint.
+    pub fingerprint: String,
+    /// open, acknowledged or resolved.
+    pub state: String,
+    /// info, warning or critical.
+    pub severity: String,
+    /// Title.
+    pub title: String,
+    /// Node (agent) ids, comma-separated.
+    pub nodes: String,
+    /// Opened, ms.
+    pub opened_at: i64,
+    /// Last change, ms.
+    pub updated_at: i64,
+    /// Resolved, ms.
+    pub resolved_at: Option<i64>,
+    /// The engine's incident, JSON.
+    pub body: String,
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only incidents involving this node id.
+    pub node: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
 /// A dashboard user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -302,6 +342,24 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>>;
     /// Number of stored facts of an agent.
     async fn fact_count(&self, agent_id: &str) -> StoreResult<i64>;
+    /// The newest facts of one kind for an agent: (observed_at, JSON body).
+    async fn recent_facts(
+        &self,
+        agent_id: &str,
+        kind: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String)>>;
+
+    /// Inserts or replaces an incident.
+    async fn upsert_incident(&self, row: &IncidentRow) -> StoreResult<()>;
+    /// Incidents matching `filter`, most recently updated first, and the total count.
+    async fn list_incidents(&self, filter: &IncidentFilter)
+    -> StoreResult<(Vec<IncidentRow>, i64)>;
+    /// One incident.
+    async fn get_incident(&self, id: &str) -> StoreResult<Option<IncidentRow>>;
+    /// Incidents the engine must know after a restart: not resolved, or
+    /// resolved after `resolved_since` (so they can reopen).
+    async fn live_incidents(&self, resolved_since: i64) -> StoreResult<Vec<IncidentRow>>;
 
     /// Creates a user; `Conflict` if the name exists.
     async fn create_user(&self, user: &UserRow, now: i64) -> StoreResult<()>;

@@ -16,8 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, FactRecord, IngestOutcome, LatestFact, NewToken, SessionRow, Store,
-    StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UserRow,
+    AgentRow, ApiKeyRow, FactRecord, IncidentFilter, IncidentRow, IngestOutcome, LatestFact,
+    NewToken, SessionRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse,
+    UserRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -48,6 +49,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "log templates",
         include_str!("../../../migrations/sqlite/0002_log_templates.sql"),
     ),
+    (
+        3,
+        "incidents",
+        include_str!("../../../migrations/sqlite/0003_incidents.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -60,6 +66,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "log templates",
         include_str!("../../../migrations/postgres/0002_log_templates.sql"),
+    ),
+    (
+        3,
+        "incidents",
+        include_str!("../../../migrations/postgres/0003_incidents.sql"),
     ),
 ];
 
@@ -161,6 +172,30 @@ where
         bursts: r.try_get(7)?,
         first_seen: r.try_get(8)?,
         last_seen: r.try_get(9)?,
+    })
+}
+
+const INCIDENT_COLS: &str =
+    "id, fingerprint, state, severity, title, nodes, opened_at, updated_at, resolved_at, body";
+
+fn incident_from_row<R: Row>(r: &R) -> StoreResult<IncidentRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(IncidentRow {
+        id: r.try_get(0)?,
+        fingerprint: r.try_get(1)?,
+        state: r.try_get(2)?,
+        severity: r.try_get(3)?,
+        title: r.try_get(4)?,
+        nodes: r.try_get(5)?,
+        opened_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        resolved_at: r.try_get(8)?,
+        body: r.try_get(9)?,
     })
 }
 
@@ -585,12 +620,89 @@ macro_rules! impl_store {
                 rows.iter().map(template_from_row).collect()
             }
 
+            async fn recent_facts(&self, agent_id: &str, kind: &str, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+                let rows = sqlx::query(
+                    "SELECT observed_at, body FROM facts WHERE agent_id = $1 AND kind = $2 ORDER BY observed_at DESC, id DESC LIMIT $3",
+                )
+                .bind(agent_id)
+                .bind(kind)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+            }
+
             async fn fact_count(&self, agent_id: &str) -> StoreResult<i64> {
                 let r = sqlx::query("SELECT COUNT(*) FROM facts WHERE agent_id = $1")
                     .bind(agent_id)
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(r.try_get(0)?)
+            }
+
+            async fn upsert_incident(&self, i: &IncidentRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO incidents (id, fingerprint, state, severity, title, nodes, opened_at, updated_at, resolved_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state, \
+                     severity = excluded.severity, title = excluded.title, nodes = excluded.nodes, \
+                     updated_at = excluded.updated_at, resolved_at = excluded.resolved_at, body = excluded.body",
+                )
+                .bind(&i.id)
+                .bind(&i.fingerprint)
+                .bind(&i.state)
+                .bind(&i.severity)
+                .bind(&i.title)
+                .bind(&i.nodes)
+                .bind(i.opened_at)
+                .bind(i.updated_at)
+                .bind(i.resolved_at)
+                .bind(&i.body)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_incidents(&self, f: &IncidentFilter) -> StoreResult<(Vec<IncidentRow>, i64)> {
+                let node_like = f.node.as_ref().map(|n| format!("%{n}%"));
+                let cond = "($1 IS NULL OR state = $1) AND ($2 IS NULL OR severity = $2) AND ($3 IS NULL OR nodes LIKE $3)";
+                let q = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE {cond} ORDER BY updated_at DESC, id DESC LIMIT $4 OFFSET $5");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(f.state.as_deref())
+                    .bind(f.severity.as_deref())
+                    .bind(node_like.as_deref())
+                    .bind(f.limit)
+                    .bind(f.offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM incidents WHERE {cond}")))
+                    .bind(f.state.as_deref())
+                    .bind(f.severity.as_deref())
+                    .bind(node_like.as_deref())
+                    .fetch_one(&self.pool)
+                    .await?;
+                let rows: StoreResult<Vec<IncidentRow>> = rows.iter().map(incident_from_row).collect();
+                Ok((rows?, total.try_get(0)?))
+            }
+
+            async fn get_incident(&self, id: &str) -> StoreResult<Option<IncidentRow>> {
+                let q = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(incident_from_row).transpose()
+            }
+
+            async fn live_incidents(&self, resolved_since: i64) -> StoreResult<Vec<IncidentRow>> {
+                let q = format!(
+                    "SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' OR resolved_at >= $1 ORDER BY opened_at, id"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(resolved_since)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(incident_from_row).collect()
             }
 
             async fn create_user(&self, u: &UserRow, now: i64) -> StoreResult<()> {
