@@ -30,6 +30,63 @@ pub struct AgentConfig {
     pub logs: LogsConfig,
     /// Docker or Podman.
     pub docker: DockerSection,
+    /// Proxmox VE (on PVE nodes).
+    pub proxmox: ProxmoxSection,
+}
+
+/// A secret string: redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The Proxmox VE integration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxmoxSection {
+    /// Watch Proxmox VE when this node is one (`/etc/pve` exists).
+    pub enabled: bool,
+    /// The local API.
+    pub base_url: String,
+    /// API token id, `USER@REALM!TOKENID` (see the README for the role).
+    pub token_id: Option<String>,
+    /// API token secret.
+    pub token_secret: Option<Secret>,
+    /// SHA-256 fingerprint of the node's API certificate (`pvenode cert info`).
+    pub fingerprint: Option<String>,
+    /// This node's name in PVE (default: the hostname).
+    pub node: Option<String>,
+    /// The task directory followed for task events.
+    pub tasks_dir: std::path::PathBuf,
+    /// API sweep interval.
+    pub interval_secs: u64,
+}
+
+impl Default for ProxmoxSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_url: "https://localhost:8006/api2/json".into(),
+            token_id: None,
+            token_secret: None,
+            fingerprint: None,
+            node: None,
+            tasks_dir: std::path::PathBuf::from("/var/log/pve/tasks"),
+            interval_secs: 30,
+        }
+    }
 }
 
 /// The Docker/Podman integration.
@@ -197,6 +254,7 @@ impl Default for AgentConfig {
             link: LinkConfig::default(),
             logs: LogsConfig::default(),
             docker: DockerSection::default(),
+            proxmox: ProxmoxSection::default(),
         }
     }
 }

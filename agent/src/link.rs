@@ -203,6 +203,21 @@ pub async fn run(
             shutdown.clone(),
         );
     }
+    if config.proxmox.enabled && kind == HostKind::Proxmox {
+        let node = config
+            .proxmox
+            .node
+            .clone()
+            .or_else(|| sysinfo::System::host_name().ok())
+            .unwrap_or_else(|| "localhost".into());
+        crate::pve::agent_task::spawn(
+            &config.proxmox,
+            node,
+            &state_dir,
+            batch_tx.clone(),
+            shutdown.clone(),
+        );
+    }
     drop(batch_tx);
     let (action_tx, action_rx) = mpsc::channel::<ActionOutcome>(16);
     let mut agent = Agent {

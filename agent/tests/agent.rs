@@ -11,4 +11,6 @@
 
 mod cli;
 mod docker_engine;
+mod pve;
+mod pve_server;
 mod support;

@@ -677,6 +677,7 @@ fn fact_json(body: &FactBody) -> String {
         FactBody::ContainerEvent(e) => serde_json::to_string(e),
         FactBody::RestartLoop(r) => serde_json::to_string(r),
         FactBody::DockerStatus(d) => serde_json::to_string(d),
+        FactBody::Pve(p) => serde_json::to_string(p),
     };
     inner.unwrap_or_else(|_| "null".into())
 }
@@ -724,6 +725,13 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
                     | FactBody::AgentHealth(_)
                     | FactBody::ContainerInventory(_)
                     | FactBody::DockerStatus(_)
+                    | FactBody::Pve(
+                        wingman_protocol::pve::PveFact::Node(_)
+                            | wingman_protocol::pve::PveFact::Cluster(_)
+                            | wingman_protocol::pve::PveFact::Ha(_)
+                            | wingman_protocol::pve::PveFact::Updates(_)
+                            | wingman_protocol::pve::PveFact::Status(_)
+                    )
             ),
             body: fact_json(&body),
         });

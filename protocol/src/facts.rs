@@ -33,6 +33,8 @@ pub enum FactBody {
     RestartLoop(crate::docker::RestartLoop),
     /// Whether the container engine is reachable, and why not.
     DockerStatus(crate::docker::DockerStatus),
+    /// A Proxmox VE observation (node, guest, task, storage, ZFS, ...).
+    Pve(crate::pve::PveFact),
 }
 
 /// Why batches were lost.
@@ -115,6 +117,7 @@ impl FactBody {
             Self::ContainerEvent(_) => "container_event",
             Self::RestartLoop(_) => "restart_loop",
             Self::DockerStatus(_) => "docker_status",
+            Self::Pve(p) => p.kind(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod facts;
 pub mod frame;
 pub mod logs;
 pub mod messages;
+pub mod pve;
 
 pub use facts::*;
 pub use frame::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN, decode, encode};

@@ -457,6 +457,43 @@ pub(super) async fn node_page(
             })
         })
         .collect();
+    use wingman_protocol::pve::PveFact;
+    let mut seen_guests = std::collections::BTreeSet::new();
+    let mut guests: Vec<minijinja::Value> = Vec::new();
+    for (_, body) in store.recent_facts(&id, "pve_guest", 500).await? {
+        let Ok(PveFact::Guest(g)) = serde_json::from_str::<PveFact>(&body) else {
+            continue;
+        };
+        if !seen_guests.insert(g.vmid) {
+            continue;
+        }
+        guests.push(context! {
+            vmid => g.vmid, name => g.name, kind => format!("{:?}", g.kind).to_lowercase(),
+            running => g.status == "running", status => g.status, uptime => duration(g.uptime_s),
+            mem => format!("{} of {}", bytes(g.mem), bytes(g.maxmem)), cpu => (g.cpu * 1000.0).round() / 10.0,
+            ha => g.ha_state.unwrap_or_default(), lock => g.lock.unwrap_or_default(), tags => g.tags.join(", "),
+        });
+    }
+    guests.sort_by_key(|g| {
+        g.get_attr("vmid")
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0)
+    });
+    let tasks: Vec<minijinja::Value> = store
+        .recent_facts(&id, "pve_task", 15)
+        .await?
+        .into_iter()
+        .filter_map(|(at, body)| {
+            let PveFact::Task(t) = serde_json::from_str::<PveFact>(&body).ok()? else { return None };
+            let status = t.status.to_string();
+            Some(context! {
+                at => ago(now, Some(at)), task_type => t.upid.task_type.clone(), id => t.upid.id.clone(),
+                user => t.upid.user.clone(), failed => status.contains("ERROR") || status.to_lowercase().contains("fail"),
+                status => status,
+            })
+        })
+        .collect();
     let node = context! {
         id => agent.id, hostname => agent.hostname, kind => agent.kind, online => agent.online,
         revoked => agent.revoked_at.is_some(), agent_version => agent.agent_version,
@@ -466,7 +503,7 @@ pub(super) async fn node_page(
     let html = state.render(
         "node.html",
         context! { user => user.user.name.clone(), csrf => user.csrf(), node => node, host => host,
-        presence => presence, templates => templates, containers => containers, events => events, is_admin => user.is_admin(), refresh => 15 },
+        presence => presence, templates => templates, containers => containers, events => events, guests => guests, tasks => tasks, is_admin => user.is_admin(), refresh => 15 },
     )?;
     Ok(html.into_response())
 }
