@@ -9,7 +9,9 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod http;
+pub mod incidents;
 pub mod pki;
 pub mod skills;
 pub mod store;
@@ -68,6 +70,9 @@ pub struct Hub {
     pub redactor: Arc<wingman_protocol::logs::Redactor>,
     /// Built-in and operator skills.
     pub skills: Arc<skills::Library>,
+    /// The incident engine's handle.
+    pub incidents: incidents::Incidents,
+    engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -95,7 +100,10 @@ impl Hub {
         for p in &skills.problems {
             tracing::warn!(problem = %p, "skill skipped");
         }
+        let (incidents, engine_rx) = incidents::Incidents::new();
         Ok(Self {
+            incidents,
+            engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
             skills: Arc::new(skills),
             ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
             redactor: Arc::new(wingman_protocol::logs::Redactor::new(
@@ -182,6 +190,9 @@ pub async fn run(
         tracker.clone(),
     ));
     tracker.spawn(transport::presence_loop(hub.clone(), shutdown.clone()));
+    if let Some(rx) = hub.engine_rx.lock().ok().and_then(|mut r| r.take()) {
+        tracker.spawn(incidents::run(hub.clone(), rx, shutdown.clone()));
+    }
     tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
     let app = http::router(http::AppState::new(hub.clone()));
     let http_shutdown = shutdown.clone();

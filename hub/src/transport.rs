@@ -536,6 +536,20 @@ async fn session(
     )
     .await?;
     info!(%agent_id, %hostname, kind = hello.host_kind.as_str(), committed, "agent connected");
+    hub.incidents.submit(vec![
+        crate::engine::Signal::new(
+            now,
+            crate::engine::SignalBody::NodeRegistered {
+                node: hostname.clone(),
+            },
+        ),
+        crate::engine::Signal::new(
+            now,
+            crate::engine::SignalBody::NodeOnline {
+                node: hostname.clone(),
+            },
+        ),
+    ]);
     // Commands for this agent arrive here (bounded; senders wait when full).
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<PendingCommand>(16);
     if let Ok(mut m) = hub.registry.commands.lock() {
@@ -611,6 +625,12 @@ async fn session(
                     .touch_agent(agent_id, now)
                     .await
                     .map_err(|e| e.to_string())?;
+                if !outcome.duplicate {
+                    hub.incidents.submit(crate::incidents::signals_from_facts(
+                        &hostname,
+                        &batch.facts,
+                    ));
+                }
                 // Ack only after the commit above.
                 write(
                     &mut send,
@@ -752,9 +772,19 @@ pub async fn presence_loop(hub: Hub, shutdown: CancellationToken) {
         let now = wingman_agent::now_ms();
         match hub.store.mark_stale_offline(now - timeout, now).await {
             Ok(ids) => {
+                let mut signals = Vec::new();
                 for agent_id in ids {
                     info!(%agent_id, "node offline: heartbeats missed");
+                    if let Ok(Some(a)) = hub.store.get_agent(&agent_id).await
+                        && a.revoked_at.is_none()
+                    {
+                        signals.push(crate::engine::Signal::new(
+                            now,
+                            crate::engine::SignalBody::NodeOffline { node: a.hostname },
+                        ));
+                    }
                 }
+                hub.incidents.submit(signals);
             }
             Err(error) => warn!(%error, "presence sweep failed"),
         }

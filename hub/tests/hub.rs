@@ -12,6 +12,7 @@
 mod common;
 mod docker;
 mod http_auth;
+mod incidents;
 mod link;
 mod logs;
 mod skills;

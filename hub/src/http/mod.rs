@@ -7,6 +7,7 @@
 //! [`ApiError`] that never shows internals to clients.
 
 mod api;
+mod incidents;
 pub mod markdown;
 mod pages;
 mod skills;
@@ -107,6 +108,17 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 const STYLE_CSS: &str = include_str!("../../../web/static/style.css");
+const APP_JS: &str = include_str!("../../../web/static/app.js");
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        APP_JS,
+    )
+}
 
 /// The one error type at the HTTP edge.
 #[derive(Debug)]
@@ -339,6 +351,19 @@ async fn style() -> impl IntoResponse {
 pub fn router(state: AppState) -> Router {
     let guarded = Router::new()
         .route("/static/style.css", get(style))
+        .route("/static/app.js", get(app_js))
+        .route("/incidents", get(incidents::list_page))
+        .route("/incidents/{id}", get(incidents::detail_page))
+        .route("/incidents/{id}/ack", post(incidents::ack_form))
+        .route("/incidents/{id}/resolve", post(incidents::resolve_form))
+        .route("/api/v1/incidents", get(incidents::list_api))
+        .route("/api/v1/incidents/{id}", get(incidents::detail_api))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack_api))
+        .route(
+            "/api/v1/incidents/{id}/resolve",
+            post(incidents::resolve_api),
+        )
+        .route("/api/v1/events", get(incidents::events))
         .route("/login", get(pages::login_page).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route(

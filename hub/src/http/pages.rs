@@ -14,7 +14,7 @@ use super::{
 use crate::auth::{self, ct_eq, random_secret, sha256_hex};
 use crate::store::SessionRow;
 
-fn ago(now: i64, at: Option<i64>) -> String {
+pub(super) fn ago(now: i64, at: Option<i64>) -> String {
     let Some(at) = at else {
         return "never".into();
     };

@@ -1,0 +1,320 @@
+//! Incidents: list and detail pages, acknowledge/resolve forms (CSRF), the
+//! JSON API, and server-sent events that push changes to open pages.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::pages::{ago, page_user};
+use super::{ApiError, AppState, CurrentUser};
+use crate::engine::{Command, Incident};
+use crate::store::IncidentFilter;
+
+const PAGE: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    node: String,
+    #[serde(default)]
+    page: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<IncidentFilter, ApiError> {
+        let pick = |v: &str, allowed: &[&str], what: &str| -> Result<Option<String>, ApiError> {
+            match v.trim() {
+                "" => Ok(None),
+                v if allowed.contains(&v) => Ok(Some(v.to_string())),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{what} must be one of {}",
+                    allowed.join(", ")
+                ))),
+            }
+        };
+        let limit = self.limit.unwrap_or(PAGE).clamp(1, 200);
+        let page = self.page.unwrap_or(0).clamp(0, 100_000);
+        if self.node.len() > 253 {
+            return Err(ApiError::BadRequest("node name too long".into()));
+        }
+        Ok(IncidentFilter {
+            state: pick(&self.state, &["open", "acknowledged", "resolved"], "state")?,
+            severity: pick(&self.severity, &["critical", "warning", "info"], "severity")?,
+            node: (!self.node.trim().is_empty()).then(|| self.node.trim().to_string()),
+            limit,
+            offset: page * limit,
+        })
+    }
+}
+
+fn parse(body: &str) -> Result<Incident, ApiError> {
+    serde_json::from_str(body)
+        .map_err(|e| ApiError::Internal(format!("stored incident unreadable: {e}")))
+}
+
+pub(super) async fn list_page(
+    State(state): State<AppState>,
+    user: Result<CurrentUser, ApiError>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let user = match page_user(user) {
+        Ok(u) => u,
+        Err(r) => return Ok(r),
+    };
+    let f = q.filter()?;
+    let (rows, total) = state.hub.store.list_incidents(&f).await?;
+    let now = wingman_agent::now_ms();
+    let page = q.page.unwrap_or(0).max(0);
+    let items: Vec<minijinja::Value> = rows
+        .iter()
+        .map(|r| {
+            context! { id => r.id.clone(), title => r.title.clone(), severity => r.severity.clone(),
+                       state => r.state.clone(), nodes => r.nodes.replace(',', ", "), updated => ago(now, Some(r.updated_at)) }
+        })
+        .collect();
+    let html = state.render(
+        "incidents.html",
+        context! {
+            user => user.user.name.clone(), csrf => user.csrf(), incidents => items, total => total,
+            state => q.state.clone(), severity => q.severity.clone(), node => q.node.clone(),
+            prev => (page > 0).then_some(page - 1), next => ((page + 1) * f.limit < total).then_some(page + 1),
+        },
+    )?;
+    Ok(html.into_response())
+}
+
+pub(super) async fn detail_page(
+    State(state): State<AppState>,
+    user: Result<CurrentUser, ApiError>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = match page_user(user) {
+        Ok(u) => u,
+        Err(r) => return Ok(r),
+    };
+    let Some(row) = state.hub.store.get_incident(&id).await? else {
+        let html = state.render(
+            "error.html",
+            context! { status => 404, message => "No such incident." },
+        )?;
+        return Ok((StatusCode::NOT_FOUND, html).into_response());
+    };
+    let inc = parse(&row.body)?;
+    let now = wingman_agent::now_ms();
+    let evidence: Vec<minijinja::Value> = inc
+        .evidence
+        .iter()
+        .map(|e| {
+            context! { n => e.n, when => ago(now, Some(e.at_ms)), detector => e.detector.as_str(),
+            severity => e.severity.as_str(), summary => e.summary.clone(), count => e.count }
+        })
+        .collect();
+    let timeline: Vec<minijinja::Value> = inc
+        .timeline
+        .iter()
+        .map(|t| {
+            context! { when => ago(now, Some(t.at_ms)), event => format!("{:?}", t.event).to_lowercase(),
+                       by => t.by.clone(), detail => t.detail.clone() }
+        })
+        .collect();
+    let suggestions = suggestions(&state, &inc);
+    let html = state.render(
+        "incident.html",
+        context! {
+            user => user.user.name.clone(), csrf => user.csrf(),
+            i => context! {
+                id => inc.id.clone(), title => inc.title.clone(), severity => inc.severity.as_str(),
+                state => inc.state.as_str(), storm => inc.storm, merged_count => inc.merged_count,
+                narrative => inc.narrative.clone(), likely_cause => inc.likely_cause.clone(),
+                affected => inc.affected.clone(), evidence => evidence, evidence_omitted => inc.evidence_omitted,
+            },
+            opened => ago(now, Some(inc.opened_at_ms)), since => ago(now, Some(inc.since_ms)),
+            ack => inc.acknowledged.as_ref().map(|a| a.by.clone()),
+            resolved => inc.resolved.as_ref().map(|a| a.by.clone()),
+            timeline => timeline,
+            suggestions => minijinja::Value::from(minijinja::value::Serde(&suggestions)),
+        },
+    )?;
+    Ok(html.into_response())
+}
+
+/// Skills whose triggers match the incident's detectors and evidence.
+pub(crate) fn suggestions(state: &AppState, inc: &Incident) -> Vec<crate::skills::Suggestion> {
+    let detectors: Vec<&str> = inc.detectors.iter().map(|d| d.as_str()).collect();
+    let mut text: Vec<&str> = inc.evidence.iter().map(|e| e.summary.as_str()).collect();
+    text.push(inc.title.as_str());
+    let platforms: Vec<&str> = Vec::new();
+    let mut s = crate::skills::suggest(&state.hub.skills.skills, &detectors, &text, &platforms);
+    s.truncate(5);
+    s
+}
+
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn command(state: &AppState, id: &str, by: &str, resolve: bool) -> Result<(), ApiError> {
+    let cmd = if resolve {
+        Command::Resolve {
+            incident_id: id.to_string(),
+            by: by.to_string(),
+        }
+    } else {
+        Command::Acknowledge {
+            incident_id: id.to_string(),
+            by: by.to_string(),
+        }
+    };
+    state
+        .hub
+        .incidents
+        .command(cmd)
+        .await
+        .map_err(ApiError::BadRequest)?;
+    tracing::info!(incident = %id, %by, resolve, "incident command");
+    Ok(())
+}
+
+async fn form_command(
+    state: AppState,
+    user: Result<CurrentUser, ApiError>,
+    id: String,
+    form: CsrfForm,
+    resolve: bool,
+) -> Result<Response, ApiError> {
+    let user = match page_user(user) {
+        Ok(u) => u,
+        Err(r) => return Ok(r),
+    };
+    if !user.csrf_ok(&form.csrf) {
+        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
+    }
+    command(&state, &id, &user.user.name, resolve).await?;
+    Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
+}
+
+pub(super) async fn ack_form(
+    State(state): State<AppState>,
+    user: Result<CurrentUser, ApiError>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    form_command(state, user, id, form, false).await
+}
+
+pub(super) async fn resolve_form(
+    State(state): State<AppState>,
+    user: Result<CurrentUser, ApiError>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    form_command(state, user, id, form, true).await
+}
+
+pub(super) async fn list_api(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = q.filter()?;
+    let (rows, total) = state.hub.store.list_incidents(&f).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({ "id": r.id, "title": r.title, "severity": r.severity, "state": r.state,
+                         "nodes": r.nodes.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+                         "opened_at": r.opened_at, "updated_at": r.updated_at, "resolved_at": r.resolved_at }))
+        .collect();
+    Ok(Json(
+        json!({ "incidents": items, "total": total, "limit": f.limit, "offset": f.offset }),
+    ))
+}
+
+pub(super) async fn detail_api(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = state
+        .hub
+        .store
+        .get_incident(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let inc = parse(&row.body)?;
+    let suggestions = suggestions(&state, &inc);
+    Ok(Json(
+        json!({ "incident": inc, "suggested_skills": suggestions }),
+    ))
+}
+
+async fn api_command(
+    state: AppState,
+    user: CurrentUser,
+    headers: HeaderMap,
+    id: String,
+    resolve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !user.csrf_ok(token) {
+        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
+    }
+    command(&state, &id, &user.user.name, resolve).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+pub(super) async fn ack_api(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    api_command(state, user, headers, id, false).await
+}
+
+pub(super) async fn resolve_api(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    api_command(state, user, headers, id, true).await
+}
+
+/// `GET /api/v1/events`: incident changes as server-sent events.
+pub(super) async fn events(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.hub.incidents.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    return Some((Ok(Event::default().event("incident").data(data)), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
