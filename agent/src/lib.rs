@@ -14,6 +14,7 @@ pub mod layer;
 pub mod link;
 pub mod logs;
 pub mod pve;
+pub mod spool;
 pub mod state;
 pub mod tls;
 

@@ -12,7 +12,7 @@
 //!
 //! # Model
 //!
-//! Detectors ([`detectors`]) turn each accepted signal into observations
+//! Detectors (`detectors.rs`) turn each accepted signal into observations
 //! about *conditions*: a detector plus a subject, identified by a fingerprint
 //! such as `storage_full:fs/pve1:/var/lib/vz`. A condition that becomes active
 //! is routed to an incident, in this order:
@@ -122,6 +122,9 @@ struct Tracked {
     auto_resolve_armed: bool,
     last_notified_ms: Option<i64>,
     notified: bool,
+    /// Set by resolve/reopen: the next evidence starts a new entry even if
+    /// it repeats the last one.
+    fold_barrier: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -280,32 +283,47 @@ impl Engine {
     /// hold-down, condition expiry (quiet or stale), housekeeping.
     pub fn handle_timeout(&mut self, now_ms: i64) {
         let now = self.advance(now_ms);
+        // Only what is due now; timers armed while processing (even for
+        // `now` itself, after saturation) wait for the next call, so this
+        // always terminates.
+        let mut due = Vec::new();
         while let Some(&(deadline, timer)) = self.timers.first() {
             if deadline > now {
                 break;
             }
             self.timers.pop_first();
+            due.push((deadline, timer));
+        }
+        for (deadline, timer) in due {
             match timer {
                 Timer::Housekeeping => {
                     self.housekeeping(now);
                     let next = now.saturating_add(self.cfg.housekeeping_interval_ms.max(1));
-                    self.timers.insert((next, Timer::Housekeeping));
+                    if next > now {
+                        self.timers.insert((next, Timer::Housekeeping));
+                    }
                 }
                 Timer::Cond(cid) => {
-                    if let Some(c) = self.conds.get_mut(&cid) {
-                        c.expires_at = None;
+                    let current = match self.conds.get_mut(&cid) {
+                        Some(c) if c.expires_at == Some(deadline) => {
+                            c.expires_at = None;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if current {
+                        self.expire_cond(now, cid);
                     }
-                    self.expire_cond(now, cid);
                 }
                 Timer::Resolve(slot) => {
                     let due = match self.incidents.get_mut(&slot) {
-                        Some(t) => {
+                        Some(t) if t.resolve_at == Some(deadline) => {
                             t.resolve_at = None;
                             t.inc.state != IncidentState::Resolved
                                 && t.active == 0
                                 && t.auto_resolve_armed
                         }
-                        None => false,
+                        _ => false,
                     };
                     if due {
                         self.resolve(slot, now, ENGINE_ACTOR, true);
@@ -422,6 +440,7 @@ impl Engine {
                 auto_resolve_armed: true,
                 last_notified_ms: None,
                 notified: inc.severity >= self.cfg.notify_min_severity,
+                fold_barrier: true,
                 inc,
             };
             for v in &t.inc.conditions {
@@ -1060,6 +1079,7 @@ impl Engine {
                 auto_resolve_armed: true,
                 last_notified_ms: None,
                 notified: false,
+                fold_barrier: false,
             },
         );
         self.ids.insert(id, slot);
@@ -1134,10 +1154,12 @@ impl Engine {
         let Some(t) = self.incidents.get_mut(&slot) else {
             return;
         };
+        let barrier = std::mem::take(&mut t.fold_barrier);
         let inc = &mut t.inc;
         let folded = match inc.evidence.last_mut() {
             Some(last)
-                if last.fingerprint == ev.fingerprint
+                if !barrier
+                    && last.fingerprint == ev.fingerprint
                     && last.summary == ev.summary
                     && last.severity == ev.severity =>
             {
@@ -1213,6 +1235,7 @@ impl Engine {
             return;
         };
         t.inc.state = IncidentState::Resolved;
+        t.fold_barrier = true;
         t.inc.resolved = Some(Actor {
             by: by.to_string(),
             at_ms: now,
@@ -1271,6 +1294,7 @@ impl Engine {
             return;
         };
         t.inc.state = IncidentState::Open;
+        t.fold_barrier = true;
         t.inc.acknowledged = None;
         t.inc.resolved = None;
         t.inc.resolved_at_ms = None;

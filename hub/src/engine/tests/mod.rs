@@ -658,7 +658,7 @@ fn soak_random_inputs() {
     let mut e = Engine::new(EngineConfig::default());
     let mut actions = Vec::new();
     let mut now = BASE_MS;
-    for _ in 0..20_000 {
+    for _ in 0..8_000 {
         now += (next() % 20_000) as i64;
         let node = format!("n{}", next() % 6);
         let r = next();
