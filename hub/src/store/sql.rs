@@ -381,32 +381,18 @@ macro_rules! impl_store {
                 agent_version: &str,
                 now: i64,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "UPDATE agents SET hostname = $1, kind = $2, agent_version = $3, last_seen = $4 WHERE id = $5",
+                    "UPDATE agents SET hostname = $1, kind = $2, agent_version = $3 WHERE id = $4",
                 )
                 .bind(hostname)
                 .bind(kind)
                 .bind(agent_version)
-                .bind(now)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
-                let flipped = sqlx::query(
-                    "UPDATE agents SET online = TRUE WHERE id = $1 AND online = FALSE AND revoked_at IS NULL RETURNING id",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if flipped.is_some() {
-                    sqlx::query("INSERT INTO presence_events (agent_id, online, at) VALUES ($1, TRUE, $2)")
-                        .bind(id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                // Marking it seen (and online, with the transition recorded) is
+                // exactly what a heartbeat does.
+                self.touch_agent(id, now).await
             }
 
             async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()> {
