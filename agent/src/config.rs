@@ -333,6 +333,20 @@ impl AgentConfig {
                 unknown.join(", ")
             )));
         }
+        if let Some(fp) = &self.proxmox.fingerprint
+            && crate::pve::client::parse_fingerprint(fp).is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "proxmox.fingerprint must be the node certificate's SHA-256 (64 hex digits, colons allowed)".into(),
+            ));
+        }
+        if let Some(id) = &self.proxmox.token_id
+            && !(id.contains('@') && id.contains('!'))
+        {
+            return Err(ConfigError::Invalid(
+                "proxmox.token_id must look like USER@REALM!TOKENID".into(),
+            ));
+        }
         if self.link.max_unacked_batches == 0 {
             return Err(ConfigError::Invalid(
                 "link.max_unacked_batches must be at least 1".into(),
