@@ -26,6 +26,8 @@ pub struct AgentConfig {
     pub facts: FactsConfig,
     /// Uplink settings.
     pub link: LinkConfig,
+    /// The durable spool.
+    pub spool: SpoolSection,
     /// Log summaries.
     pub logs: LogsConfig,
     /// Docker or Podman.
@@ -239,9 +241,68 @@ pub struct LinkConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay.
     pub reconnect_max_ms: u64,
-    /// Unacknowledged batches kept in memory; beyond it the oldest is dropped
-    /// and counted (policy: drop oldest).
-    pub max_unacked_batches: usize,
+    /// Batches sent but not yet acknowledged at any time (flow control: the
+    /// rest waits in the spool).
+    pub max_inflight_batches: usize,
+    /// How often the agent reports its own health (spool, link, pipeline).
+    pub health_interval_ms: u64,
+}
+
+/// The durable on-disk spool between the collectors and the hub.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Spool directory; default `<state_dir>/spool`.
+    pub dir: Option<PathBuf>,
+    /// Size cap; beyond it the oldest segment is dropped and the loss is
+    /// reported to the hub as a gap (overflow policy: drop oldest).
+    pub max_bytes: u64,
+    /// Segment rotation size.
+    pub segment_bytes: u64,
+    /// `interval` (group commit, the default) or `always` (fsync every batch).
+    pub fsync: FsyncMode,
+    /// With `fsync = "interval"`: the longest time an appended batch stays unsynced.
+    pub fsync_interval_ms: u64,
+}
+
+/// The spool's fsync policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fsync after every appended batch.
+    Always,
+    /// Group commit: at most `fsync_interval_ms` or 256 batches unsynced.
+    Interval,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 4 * 1024 * 1024,
+            fsync: FsyncMode::Interval,
+            fsync_interval_ms: 200,
+        }
+    }
+}
+
+impl SpoolSection {
+    /// The spool settings for `stream_id` (each stream has its own directory).
+    pub fn spool_config(&self, state_dir: &std::path::Path, stream_id: u64) -> crate::spool::SpoolConfig {
+        let base = self.dir.clone().unwrap_or_else(|| state_dir.join("spool"));
+        let mut cfg = crate::spool::SpoolConfig::new(base.join(format!("{stream_id:016x}")));
+        cfg.max_bytes = self.max_bytes;
+        cfg.segment_bytes = self.segment_bytes;
+        cfg.fsync = match self.fsync {
+            FsyncMode::Always => crate::spool::FsyncPolicy::Always,
+            FsyncMode::Interval => crate::spool::FsyncPolicy::Interval {
+                max_records: 256,
+                max_ms: self.fsync_interval_ms,
+            },
+        };
+        cfg
+    }
 }
 
 impl Default for AgentConfig {
@@ -252,6 +313,7 @@ impl Default for AgentConfig {
             log_level: "info".into(),
             facts: FactsConfig::default(),
             link: LinkConfig::default(),
+            spool: SpoolSection::default(),
             logs: LogsConfig::default(),
             docker: DockerSection::default(),
             proxmox: ProxmoxSection::default(),
@@ -273,7 +335,8 @@ impl Default for LinkConfig {
         Self {
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
-            max_unacked_batches: 1_000,
+            max_inflight_batches: 256,
+            health_interval_ms: 30_000,
         }
     }
 }
@@ -347,9 +410,29 @@ impl AgentConfig {
                 "proxmox.token_id must look like USER@REALM!TOKENID".into(),
             ));
         }
-        if self.link.max_unacked_batches == 0 {
+        if self.link.max_inflight_batches == 0 {
             return Err(ConfigError::Invalid(
-                "link.max_unacked_batches must be at least 1".into(),
+                "link.max_inflight_batches must be at least 1".into(),
+            ));
+        }
+        if self.link.health_interval_ms < 1_000 {
+            return Err(ConfigError::Invalid(
+                "link.health_interval_ms must be at least 1000".into(),
+            ));
+        }
+        if self.spool.max_bytes < 64 * 1024 || self.spool.segment_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "spool.max_bytes must be at least 65536 and spool.segment_bytes at least 4096".into(),
+            ));
+        }
+        if self.spool.segment_bytes > self.spool.max_bytes {
+            return Err(ConfigError::Invalid(
+                "spool.segment_bytes must not exceed spool.max_bytes".into(),
+            ));
+        }
+        if self.spool.fsync_interval_ms == 0 || self.spool.fsync_interval_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "spool.fsync_interval_ms must be between 1 and 60000".into(),
             ));
         }
         Ok(())

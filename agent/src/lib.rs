@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod layer;
 pub mod link;
 pub mod logs;
+pub mod outbox;
 pub mod pve;
 pub mod spool;
 pub mod state;

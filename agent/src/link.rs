@@ -5,7 +5,7 @@
 //! [`run`] is the agent's one event loop: a `select!` over shutdown, the
 //! heartbeat and facts timers, the renewal deadline and frames from the hub.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wingman_protocol::{
-    ActionOutcome, AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody,
+    ActionOutcome, AgentHealth, AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody,
     FrameDecoder, HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage,
     PROTOCOL_VERSION, RenewRequest, RenewResponse,
 };
@@ -24,6 +24,7 @@ use wingman_protocol::{
 use crate::config::AgentConfig;
 use crate::facts::{HostCollector, changed_materially};
 use crate::logs::cursor::CursorStore;
+use crate::outbox::{CHECKPOINT_SEQ_KEY, Outbox};
 use crate::logs::sources::LogBatch;
 use crate::state::{Identity, StateError};
 
@@ -39,6 +40,9 @@ pub enum AgentError {
     /// The QUIC endpoint could not be created.
     #[error("cannot open a UDP socket for the uplink: {0}")]
     Socket(std::io::Error),
+    /// The spool cannot be opened.
+    #[error("cannot open the spool in {0}: {1}")]
+    Spool(PathBuf, String),
 }
 
 /// Why a session ended.
@@ -50,70 +54,37 @@ enum Outcome {
     Refused(String),
 }
 
-/// Batches sent but not yet acknowledged. Bounded: beyond `cap` the oldest
-/// batch is dropped and counted (overflow policy: drop oldest).
-/// Source positions covered by a batch, persisted once it is acknowledged.
-type Checkpoint = Vec<(String, String)>;
-
-#[derive(Debug)]
-struct Outbox {
-    next_seq: u64,
-    sent_upto: u64,
-    unacked: VecDeque<(FactBatch, Checkpoint)>,
-    cap: usize,
-    dropped_batches: u64,
-}
-
-impl Outbox {
-    fn push(&mut self, stream_id: u64, facts: Vec<Fact>, checkpoint: Checkpoint) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if self.unacked.len() >= self.cap {
-            self.unacked.pop_front();
-            self.dropped_batches += 1;
-        }
-        self.unacked.push_back((
-            FactBatch {
-                stream_id,
-                seq,
-                facts,
-            },
-            checkpoint,
-        ));
-    }
-
-    /// Drops acknowledged batches and returns their checkpoints, oldest first.
-    fn ack(&mut self, seq: u64) -> Vec<Checkpoint> {
-        let mut done = Vec::new();
-        while self.unacked.front().is_some_and(|(b, _)| b.seq <= seq) {
-            if let Some((_, c)) = self.unacked.pop_front()
-                && !c.is_empty()
-            {
-                done.push(c);
-            }
-        }
-        done
-    }
-
-    fn on_welcome(&mut self, committed: u64) -> Vec<Checkpoint> {
-        let done = self.ack(committed);
-        self.next_seq = self.next_seq.max(committed + 1);
-        self.sent_upto = committed;
-        done
-    }
-}
-
-/// Counters the agent exposes about its link.
+/// Counters the agent exposes about its link and spool.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LinkStats {
     /// Sessions established (welcomed by the hub).
     pub sessions: u64,
     /// Batches sent (including resends).
     pub batches_sent: u64,
-    /// Batches acknowledged.
+    /// Highest sequence number the hub acknowledged.
     pub acked_seq: u64,
-    /// Batches dropped because the unacked queue was full.
+    /// Batches appended to the spool (including gap batches).
+    pub batches_spooled: u64,
+    /// Facts appended to the spool, not counting gap facts.
+    pub facts_spooled: u64,
+    /// Batches sent again after a reconnect or a busy reply.
+    pub replayed_batches: u64,
+    /// Batches waiting in the spool for an ack.
+    pub spool_depth: u64,
+    /// Batches the spool dropped (size cap).
     pub dropped_batches: u64,
+    /// Facts the spool dropped (size cap).
+    pub dropped_facts: u64,
+    /// Batches lost to corrupt or vanished spool data.
+    pub corrupt_batches: u64,
+    /// Gap facts appended (each reports one loss to the hub).
+    pub gap_facts: u64,
+    /// Spool write or read failures.
+    pub spool_errors: u64,
+    /// The last spool error, while the spool is failing.
+    pub spool_error: Option<String>,
+    /// Busy replies received.
+    pub busy_replies: u64,
     /// Certificates renewed.
     pub renewals: u64,
 }
@@ -149,6 +120,10 @@ struct Agent {
     kind: HostKind,
     collector: Arc<Mutex<HostCollector>>,
     outbox: Outbox,
+    /// A batch the spool could not take (disk full, read-only, deleted); no
+    /// more batches are taken from the collectors until it is stored, so the
+    /// sources keep their positions and nothing is lost.
+    stalled: Option<LogBatch>,
     last_sent: Option<(Instant, HostFacts)>,
     stats: Arc<Mutex<LinkStats>>,
     cursors: CursorStore,
@@ -156,6 +131,9 @@ struct Agent {
     action_tx: mpsc::Sender<ActionOutcome>,
     action_rx: mpsc::Receiver<ActionOutcome>,
 }
+
+/// How often the spool's group commit and retries run.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs the agent until `shutdown` fires.
 pub async fn run(
@@ -167,16 +145,62 @@ pub async fn run(
     let state_dir = config.state_dir.clone();
     let identity = Identity::load(&state_dir)?;
     let collector = HostCollector::new(kind).map_err(|e| AgentError::Facts(e.to_string()))?;
-    let (cursors, status) = CursorStore::open(state_dir.join("cursors"));
+    let stream_id = identity.enrollment.stream_id;
+    let spool_cfg = config.spool.spool_config(&state_dir, stream_id);
+    let spool_dir = spool_cfg.dir.clone();
+    let (mut outbox, report) = Outbox::open(
+        spool_cfg,
+        stream_id,
+        config.link.max_inflight_batches,
+        crate::now_ms(),
+    )
+    .map_err(|e| AgentError::Spool(spool_dir.clone(), e.to_string()))?;
+    if report.torn_records > 0 || !report.quarantined.is_empty() || !report.gaps.is_empty() {
+        warn!(
+            dir = %spool_dir.display(),
+            torn = report.torn_records,
+            quarantined = report.quarantined.len(),
+            gaps = report.gaps.len(),
+            "the spool was repaired at start-up; losses are reported to the hub"
+        );
+    }
+    info!(
+        dir = %spool_dir.display(),
+        recovered = report.recovered_records,
+        cursor = ?report.ack_cursor,
+        "spool open"
+    );
+    let (mut cursors, status) = CursorStore::open(state_dir.join("cursors"));
     if let Some(w) = status.warning() {
         warn!(warning = %w, "log source positions could not be loaded; sources start from the end");
     }
+    // Positions of batches already in the spool win over the cursor store:
+    // those lines must not be read again.
+    let saved_seq = cursors
+        .get(CHECKPOINT_SEQ_KEY)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    match outbox.recovered_positions(saved_seq) {
+        Ok((positions, upto)) if !positions.is_empty() => {
+            for (k, v) in positions {
+                cursors.set(k, v);
+            }
+            cursors.set(CHECKPOINT_SEQ_KEY, upto.to_string());
+            if let Err(error) = cursors.save_if_dirty() {
+                warn!(%error, "cannot save log source positions");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => warn!(%error, "cannot read source positions from the spool"),
+    }
+    outbox.drain_gaps(crate::now_ms());
     let saved: BTreeMap<String, String> = cursors
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     // Every collector feeds one bounded channel (overflow policy: block; the
-    // sources keep their positions, so nothing is lost while the hub is away).
+    // sources keep their positions, so nothing is lost while the spool is
+    // unavailable).
     let (batch_tx, batch_rx) = mpsc::channel::<LogBatch>(64);
     let lines = config.logs.enabled.then(|| {
         crate::logs::sources::spawn(
@@ -225,13 +249,8 @@ pub async fn run(
         action_rx,
         cursors,
         logs: Some(batch_rx),
-        outbox: Outbox {
-            next_seq: 1,
-            sent_upto: 0,
-            unacked: VecDeque::new(),
-            cap: config.link.max_unacked_batches,
-            dropped_batches: 0,
-        },
+        outbox,
+        stalled: None,
         config,
         state_dir,
         identity,
@@ -240,6 +259,7 @@ pub async fn run(
         last_sent: None,
         stats,
     };
+    agent.publish_stats();
     let mut backoff = Backoff {
         min: Duration::from_millis(agent.config.link.reconnect_min_ms),
         max: Duration::from_millis(agent.config.link.reconnect_max_ms),
@@ -262,9 +282,15 @@ pub async fn run(
             .clone()
             .unwrap_or_else(|| agent.identity.enrollment.hub.clone());
         let started = Instant::now();
-        let outcome = match connect(&hub, &agent.identity, &mut endpoint).await {
-            Ok(conn) => agent.session(conn, &shutdown).await,
-            Err(reason) => Outcome::Lost(reason),
+        let identity = agent.identity.clone();
+        // Keep spooling while the handshake runs.
+        let connected = agent
+            .offline(connect(&hub, &identity, &mut endpoint), &shutdown)
+            .await;
+        let outcome = match connected {
+            None => Outcome::Shutdown,
+            Some(Ok(conn)) => agent.session(conn, &shutdown).await,
+            Some(Err(reason)) => Outcome::Lost(reason),
         };
         match outcome {
             Outcome::Shutdown => break,
@@ -284,11 +310,15 @@ pub async fn run(
         }
         let delay = backoff.next();
         debug!(?delay, "waiting before reconnect");
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+        if agent
+            .offline(tokio::time::sleep(delay), &shutdown)
+            .await
+            .is_none()
+        {
+            break;
         }
     }
+    agent.shutdown_spool();
     if let Some((_, ep)) = endpoint {
         ep.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
@@ -365,6 +395,28 @@ async fn read_frame(
 }
 
 impl Agent {
+    /// Runs `fut` while no session is up, spooling what the collectors
+    /// produce meanwhile. `None` when shutdown fired first.
+    async fn offline<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+        shutdown: &CancellationToken,
+    ) -> Option<T> {
+        tokio::pin!(fut);
+        let mut facts_tick =
+            tokio::time::interval(Duration::from_millis(self.config.facts.sample_interval_ms));
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                r = &mut fut => return Some(r),
+                _ = facts_tick.tick() => self.sample_facts().await,
+                _ = maintain.tick() => self.maintain(),
+                batch = recv_logs(&mut self.logs), if self.stalled.is_none() => self.take_batch(batch),
+            }
+        }
+    }
+
     async fn session(&mut self, conn: quinn::Connection, shutdown: &CancellationToken) -> Outcome {
         match self.session_inner(&conn, shutdown).await {
             Ok(outcome) | Err(outcome) => {
@@ -410,17 +462,23 @@ impl Agent {
         if let Ok(mut s) = self.stats.lock() {
             s.sessions += 1;
         }
-        let done = self.outbox.on_welcome(welcome.committed_seq);
-        self.persist(done);
+        // Everything up to the hub's committed seq is safe; the rest is replayed.
+        self.persist_positions();
+        if let Err(error) = self.outbox.on_welcome(welcome.committed_seq) {
+            warn!(%error, "cannot record the hub's committed sequence number in the spool");
+        }
         let hb_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
         let mut heartbeat = tokio::time::interval(hb_every);
         let mut facts_tick =
             tokio::time::interval(Duration::from_millis(self.config.facts.sample_interval_ms));
+        let mut health_tick =
+            tokio::time::interval(Duration::from_millis(self.config.link.health_interval_ms));
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
         let mut paused_until: Option<Instant> = None;
         let mut renew_at = self.renewal_deadline();
         let mut pending_key: Option<Vec<u8>> = None;
         self.last_sent = None;
-        self.flush(&mut tx, paused_until).await.map_err(lost)?;
+        self.pump(&mut tx, paused_until).await.map_err(lost)?;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -433,7 +491,22 @@ impl Agent {
                 }
                 _ = facts_tick.tick() => {
                     self.sample_facts().await;
-                    self.flush(&mut tx, paused_until).await.map_err(lost)?;
+                }
+                _ = health_tick.tick() => {
+                    // Health is a current-state fact: sent unsequenced (seq 0), not spooled,
+                    // so it still reaches the hub when the spool is failing.
+                    let batch = FactBatch {
+                        stream_id: self.outbox.stream_id(),
+                        seq: 0,
+                        facts: vec![Fact { observed_at_ms: crate::now_ms(), body: FactBody::AgentHealth(self.health()) }],
+                    };
+                    send(&mut tx, &AgentMessage::Facts(batch)).await.map_err(lost)?;
+                }
+                _ = maintain.tick() => {
+                    self.maintain();
+                    if paused_until.is_some_and(|t| t <= Instant::now()) {
+                        paused_until = None;
+                    }
                 }
                 outcome = self.action_rx.recv() => {
                     if let Some(outcome) = outcome {
@@ -441,16 +514,7 @@ impl Agent {
                         send(&mut tx, &AgentMessage::ActionOutcome(outcome)).await.map_err(lost)?;
                     }
                 }
-                batch = recv_logs(&mut self.logs) => {
-                    match batch {
-                        Some(b) => {
-                            self.outbox.push(self.identity.enrollment.stream_id, b.facts, b.checkpoint);
-                            self.note_drops();
-                            self.flush(&mut tx, paused_until).await.map_err(lost)?;
-                        }
-                        None => self.logs = None,
-                    }
-                }
+                batch = recv_logs(&mut self.logs), if self.stalled.is_none() => self.take_batch(batch),
                 () = tokio::time::sleep_until(renew_at), if pending_key.is_none() => {
                     match crate::enroll::new_key_and_csr(&self.identity.enrollment.agent_id) {
                         Ok((key, csr_der)) => {
@@ -468,15 +532,19 @@ impl Agent {
                     };
                     match msg {
                         HubMessage::Ack(ack) => {
-                            let done = self.outbox.ack(ack.seq);
-                            self.persist(done);
+                            // Positions first: once acked, records may leave the spool.
+                            self.persist_positions();
+                            if let Err(error) = self.outbox.ack(ack.seq) {
+                                warn!(%error, "cannot record an acknowledgement in the spool");
+                            }
                             if let Ok(mut s) = self.stats.lock() { s.acked_seq = s.acked_seq.max(ack.seq); }
                         }
                         HubMessage::Busy(busy) => {
                             let wait = Duration::from_millis(u64::from(busy.retry_after_ms));
                             paused_until = Some(Instant::now() + wait);
-                            self.outbox.sent_upto = self.outbox.sent_upto.min(busy.seq.saturating_sub(1));
-                            debug!(?wait, "hub is busy; holding batches");
+                            self.outbox.on_busy(busy.seq);
+                            if let Ok(mut s) = self.stats.lock() { s.busy_replies += 1; }
+                            debug!(?wait, seq = busy.seq, "hub is busy; holding batches in the spool");
                         }
                         HubMessage::Renewed(RenewResponse::Issued { cert_der, not_after_ms }) => {
                             let Some(key) = pending_key.take() else { continue };
@@ -515,12 +583,9 @@ impl Agent {
                         HubMessage::Refused(r) => return Err(Outcome::Refused(r.reason)),
                         HubMessage::Welcome(_) => return Err(lost("unexpected second welcome".into())),
                     }
-                    if paused_until.is_some_and(|t| t <= Instant::now()) {
-                        paused_until = None;
-                        self.flush(&mut tx, paused_until).await.map_err(lost)?;
-                    }
                 }
             }
+            self.pump(&mut tx, paused_until).await.map_err(lost)?;
         }
     }
 
@@ -534,6 +599,10 @@ impl Agent {
     }
 
     async fn sample_facts(&mut self) {
+        if self.stalled.is_some() {
+            // The spool is failing; a later sample replaces this one.
+            return;
+        }
         let collector = self.collector.clone();
         let sampled =
             tokio::task::spawn_blocking(move || collector.lock().ok().map(|mut c| c.sample()))
@@ -553,9 +622,151 @@ impl Agent {
                 observed_at_ms: crate::now_ms(),
                 body: FactBody::Host(facts),
             };
-            self.outbox
-                .push(self.identity.enrollment.stream_id, vec![fact], Vec::new());
-            self.note_drops();
+            self.take_batch(Some(LogBatch {
+                facts: vec![fact],
+                checkpoint: Vec::new(),
+            }));
+        }
+    }
+
+    /// Appends a collector batch to the spool; on failure holds it (and stops
+    /// taking more) until the spool works again.
+    fn take_batch(&mut self, batch: Option<LogBatch>) {
+        let Some(batch) = batch else {
+            self.logs = None;
+            return;
+        };
+        match self
+            .outbox
+            .append(&batch.facts, &batch.checkpoint, crate::now_ms())
+        {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "cannot write to the spool; collectors are paused until it works again"
+                );
+                self.stalled = Some(batch);
+            }
+        }
+        self.outbox.drain_gaps(crate::now_ms());
+        self.publish_stats();
+    }
+
+    /// Group commit, retry of a stalled batch, and saving source positions.
+    fn maintain(&mut self) {
+        let now = crate::now_ms();
+        self.outbox.flush_due(now);
+        if let Some(batch) = self.stalled.take() {
+            match self.outbox.append(&batch.facts, &batch.checkpoint, now) {
+                Ok(_) => info!("the spool accepts writes again; collectors resume"),
+                Err(_) => self.stalled = Some(batch),
+            }
+        }
+        self.outbox.drain_gaps(now);
+        self.persist_positions();
+        self.publish_stats();
+    }
+
+    /// Saves the source positions of synced spool records.
+    fn persist_positions(&mut self) {
+        let Some((positions, seq)) = self.outbox.take_synced_positions() else {
+            return;
+        };
+        for (k, v) in positions {
+            self.cursors.set(k, v);
+        }
+        self.cursors.set(CHECKPOINT_SEQ_KEY, seq.to_string());
+        if let Err(error) = self.cursors.save_if_dirty() {
+            warn!(%error, "cannot save log source positions");
+        }
+    }
+
+    /// Takes what the collectors already produced, then syncs the spool and
+    /// the positions.
+    fn shutdown_spool(&mut self) {
+        if let Some(rx) = self.logs.as_mut() {
+            let mut drained = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                drained.push(b);
+            }
+            for b in drained {
+                if self.stalled.is_some() {
+                    break;
+                }
+                self.take_batch(Some(b));
+            }
+        }
+        self.persist_positions();
+        self.publish_stats();
+    }
+
+    /// Sends spooled batches while the in-flight window has room.
+    async fn pump(
+        &mut self,
+        tx: &mut quinn::SendStream,
+        paused_until: Option<Instant>,
+    ) -> Result<(), String> {
+        if paused_until.is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        loop {
+            let batches = match self.outbox.next_to_send() {
+                Ok(b) => b,
+                Err(error) => {
+                    warn!(%error, "cannot read from the spool");
+                    return Ok(());
+                }
+            };
+            if batches.is_empty() {
+                break;
+            }
+            for batch in batches {
+                let seq = batch.seq;
+                send(tx, &AgentMessage::Facts(batch)).await?;
+                self.outbox.mark_sent(seq);
+                if let Ok(mut s) = self.stats.lock() {
+                    s.batches_sent += 1;
+                }
+            }
+        }
+        self.publish_stats();
+        Ok(())
+    }
+
+    /// The agent's health fact.
+    fn health(&self) -> AgentHealth {
+        let sp = self.outbox.spool_stats();
+        let c = self.outbox.counters();
+        AgentHealth {
+            spool_depth_batches: sp.depth_records,
+            spool_bytes: sp.depth_bytes,
+            oldest_unacked_ms: sp
+                .oldest_unacked_ms
+                .map_or(0, |t| u64::try_from(crate::now_ms().saturating_sub(t)).unwrap_or(0)),
+            replayed_batches: c.replayed_batches,
+            dropped_batches: sp.dropped_batches + sp.corrupt_records + sp.missing_records,
+            dropped_facts: sp.dropped_facts,
+            corrupt_records: sp.corrupt_records + sp.torn_records,
+            spool_errors: c.spool_errors,
+            ..AgentHealth::default()
+        }
+    }
+
+    fn publish_stats(&self) {
+        let sp = self.outbox.spool_stats();
+        let c = self.outbox.counters();
+        if let Ok(mut s) = self.stats.lock() {
+            s.batches_spooled = c.batches_spooled;
+            s.facts_spooled = c.facts_spooled;
+            s.replayed_batches = c.replayed_batches;
+            s.spool_depth = sp.depth_records;
+            s.dropped_batches = sp.dropped_batches;
+            s.dropped_facts = sp.dropped_facts;
+            s.corrupt_batches = sp.corrupt_records + sp.missing_records;
+            s.gap_facts = c.gap_facts;
+            s.spool_errors = c.spool_errors;
+            s.spool_error = self.outbox.last_error().map(str::to_string);
         }
     }
 
@@ -591,84 +802,11 @@ impl Agent {
             let _ = tx.send(ActionOutcome { id, result }).await;
         });
     }
-
-    fn note_drops(&self) {
-        if let Ok(mut s) = self.stats.lock() {
-            s.dropped_batches = self.outbox.dropped_batches;
-        }
-    }
-
-    /// Persists the source positions of acknowledged batches.
-    fn persist(&mut self, done: Vec<Checkpoint>) {
-        if done.is_empty() {
-            return;
-        }
-        for checkpoint in done {
-            for (k, v) in checkpoint {
-                self.cursors.set(k, v);
-            }
-        }
-        if let Err(error) = self.cursors.save_if_dirty() {
-            warn!(%error, "cannot save log source positions");
-        }
-    }
-
-    async fn flush(
-        &mut self,
-        tx: &mut quinn::SendStream,
-        paused_until: Option<Instant>,
-    ) -> Result<(), String> {
-        if paused_until.is_some_and(|t| t > Instant::now()) {
-            return Ok(());
-        }
-        let pending: Vec<FactBatch> = self
-            .outbox
-            .unacked
-            .iter()
-            .map(|(b, _)| b)
-            .filter(|b| b.seq > self.outbox.sent_upto)
-            .cloned()
-            .collect();
-        for batch in pending {
-            let seq = batch.seq;
-            send(tx, &AgentMessage::Facts(batch)).await?;
-            self.outbox.sent_upto = seq;
-            if let Ok(mut s) = self.stats.lock() {
-                s.batches_sent += 1;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outbox_drops_oldest_and_counts() {
-        let mut o = Outbox {
-            next_seq: 1,
-            sent_upto: 0,
-            unacked: VecDeque::new(),
-            cap: 2,
-            dropped_batches: 0,
-        };
-        for i in 0..3 {
-            o.push(1, vec![], vec![("k".into(), format!("p{i}"))]);
-        }
-        assert_eq!(o.dropped_batches, 1);
-        assert_eq!(
-            o.unacked.iter().map(|(b, _)| b.seq).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        let done = o.ack(2);
-        assert_eq!(done, vec![vec![("k".to_string(), "p1".to_string())]]);
-        assert_eq!(o.unacked.len(), 1);
-        o.on_welcome(10);
-        assert!(o.unacked.is_empty());
-        assert_eq!(o.next_seq, 11);
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

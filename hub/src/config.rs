@@ -75,6 +75,8 @@ pub struct AgentsConfig {
     pub token_ttl_secs: u64,
     /// Fact batches committed concurrently; beyond it agents get a busy reply.
     pub ingest_concurrency: usize,
+    /// The retry time a busy reply tells agents.
+    pub busy_retry_ms: u32,
 }
 
 /// Web authentication policy.
@@ -137,6 +139,7 @@ impl Default for AgentsConfig {
             cert_lifetime_secs: 30 * 24 * 3600,
             token_ttl_secs: 3600,
             ingest_concurrency: 8,
+            busy_retry_ms: 500,
         }
     }
 }
@@ -201,6 +204,9 @@ impl HubConfig {
         }
         if self.agents.cert_lifetime_secs < 10 {
             return bad("agents.cert_lifetime_secs must be at least 10");
+        }
+        if !(10..=60_000).contains(&self.agents.busy_retry_ms) {
+            return bad("agents.busy_retry_ms must be between 10 and 60000");
         }
         if self.agents.ingest_concurrency == 0 || self.quic.max_connections == 0 {
             return bad("agents.ingest_concurrency and quic.max_connections must be at least 1");

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod incidents;
+pub mod metrics;
 pub mod pki;
 pub mod skills;
 pub mod store;
@@ -72,6 +73,8 @@ pub struct Hub {
     pub skills: Arc<skills::Library>,
     /// The incident engine's handle.
     pub incidents: incidents::Incidents,
+    /// Delivery counters (`/metrics`, node pages).
+    pub metrics: Arc<metrics::Metrics>,
     engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
 }
 
@@ -104,6 +107,7 @@ impl Hub {
         Ok(Self {
             incidents,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
+            metrics: Arc::new(metrics::Metrics::default()),
             skills: Arc::new(skills),
             ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
             redactor: Arc::new(wingman_protocol::logs::Redactor::new(

@@ -17,6 +17,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::metrics::BatchOutcome;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -557,6 +559,7 @@ async fn session(
     }
     let mut pending: BTreeMap<u64, oneshot::Sender<AgentReply>> = BTreeMap::new();
     let mut next_cmd: u64 = 1;
+    let mut busy_from: Option<u64> = None;
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => {
@@ -596,20 +599,39 @@ async fn session(
                         "batch for a stream not announced in hello".into(),
                     ));
                 }
-                let Ok(_permit) = hub.ingest.clone().try_acquire_owned() else {
+                // After a busy reply the agent sends again from the refused seq;
+                // later batches already in flight are refused too, so the
+                // stream is committed in order and nothing is skipped.
+                let refused_earlier = busy_from.is_some_and(|b| batch.seq != 0 && batch.seq != b);
+                let permit = if refused_earlier {
+                    None
+                } else {
+                    hub.ingest.clone().try_acquire_owned().ok()
+                };
+                let Some(_permit) = permit else {
+                    if batch.seq == 0 {
+                        // Current-state facts: the next report replaces them.
+                        continue;
+                    }
+                    busy_from = Some(busy_from.unwrap_or(batch.seq));
+                    hub.metrics.record(agent_id, BatchOutcome::Busy);
                     write(
                         &mut send,
                         &HubMessage::Busy(Busy {
                             seq: batch.seq,
-                            retry_after_ms: 500,
+                            retry_after_ms: hub.config.agents.busy_retry_ms,
                         }),
                     )
                     .await?;
                     continue;
                 };
+                if busy_from == Some(batch.seq) {
+                    busy_from = None;
+                }
                 let (records, templates) = ingest_records(hub, &batch.facts);
                 let now = wingman_agent::now_ms();
-                let outcome = hub
+                let started = std::time::Instant::now();
+                let outcome = match hub
                     .store
                     .ingest_batch(
                         agent_id,
@@ -620,12 +642,34 @@ async fn session(
                         now,
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // Nothing is acknowledged; the agent replays after reconnecting.
+                        hub.metrics.record(agent_id, BatchOutcome::Error);
+                        warn!(%agent_id, seq = batch.seq, error = %e, "cannot commit a fact batch; closing the session");
+                        return Err(e.to_string());
+                    }
+                };
                 hub.store
                     .touch_agent(agent_id, now)
                     .await
                     .map_err(|e| e.to_string())?;
-                if !outcome.duplicate {
+                if batch.seq == 0 {
+                    hub.metrics.record(agent_id, BatchOutcome::Ephemeral);
+                    continue;
+                }
+                if outcome.duplicate {
+                    hub.metrics.record(agent_id, BatchOutcome::Duplicate);
+                } else {
+                    hub.metrics.record(
+                        agent_id,
+                        BatchOutcome::Committed {
+                            facts: batch.facts.len() as u64,
+                            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                            seq: outcome.committed_seq,
+                        },
+                    );
                     hub.incidents.submit(crate::incidents::signals_from_facts(
                         &hostname,
                         &batch.facts,

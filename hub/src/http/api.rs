@@ -52,10 +52,12 @@ pub(super) async fn node(
         .into_iter()
         .map(|(online, at)| json!({ "online": online, "at": at }))
         .collect();
+    let delivery = crate::metrics::node_delivery(&state.hub, &id, &latest).await?;
     Ok(Json(json!({
         "node": agent,
         "facts": facts,
         "presence": presence,
+        "delivery": delivery,
     })))
 }
 
@@ -133,4 +135,20 @@ pub(super) async fn template(
     Ok(Json(
         json!({ "template_id": id, "total": total, "rows": rows }),
     ))
+}
+
+/// `GET /metrics`: Prometheus text format (bearer API key or a session).
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<axum::response::Response, ApiError> {
+    require_ready(&user)?;
+    let text = crate::metrics::scrape(&state.hub).await?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )))
 }

@@ -325,11 +325,15 @@ async fn shed(
     next: axum::middleware::Next,
 ) -> Response {
     let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
+        state.hub.metrics.http_shed();
         return ApiError::Unavailable(2).into_response();
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::Unavailable(5).into_response(),
+        Err(_) => {
+            state.hub.metrics.http_shed();
+            ApiError::Unavailable(5).into_response()
+        }
     }
 }
 
@@ -377,6 +381,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}", get(api::node))
         .route("/api/v1/nodes/{id}/revoke", post(api::revoke))
         .route("/api/v1/nodes/{id}/logs", get(api::node_logs))
+        .route("/metrics", get(api::metrics))
         .route("/api/v1/templates/{id}", get(api::template))
         .route("/skills", get(skills::skills_page))
         .route("/skills/{id}", get(skills::skill_page))

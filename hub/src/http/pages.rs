@@ -494,6 +494,14 @@ pub(super) async fn node_page(
             })
         })
         .collect();
+    let d = crate::metrics::node_delivery(&state.hub, &id, &latest).await?;
+    let delivery = context! {
+        spool_bytes => d.agent.as_ref().map(|h| bytes(h.spool_bytes)).unwrap_or_default(),
+        oldest => d.agent.as_ref().map(|h| if h.spool_depth_batches == 0 { "nothing waiting".to_string() } else { duration(h.oldest_unacked_ms / 1000) }).unwrap_or_default(),
+        reported => ago(now, d.reported_at),
+        agent => minijinja::Value::from(minijinja::value::Serde(&d.agent)), hub => minijinja::Value::from(minijinja::value::Serde(&d.hub)),
+        gaps => minijinja::Value::from(minijinja::value::Serde(&d.gaps)),
+    };
     let node = context! {
         id => agent.id, hostname => agent.hostname, kind => agent.kind, online => agent.online,
         revoked => agent.revoked_at.is_some(), agent_version => agent.agent_version,
@@ -503,7 +511,7 @@ pub(super) async fn node_page(
     let html = state.render(
         "node.html",
         context! { user => user.user.name.clone(), csrf => user.csrf(), node => node, host => host,
-        presence => presence, templates => templates, containers => containers, events => events, guests => guests, tasks => tasks, is_admin => user.is_admin(), refresh => 15 },
+        presence => presence, templates => templates, containers => containers, events => events, guests => guests, tasks => tasks, delivery => delivery, is_admin => user.is_admin(), refresh => 15 },
     )?;
     Ok(html.into_response())
 }

@@ -166,6 +166,21 @@ pub struct TemplateRow {
     pub last_seen: i64,
 }
 
+/// Losses an agent reported with gap facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GapAccounting {
+    /// Distinct gap reports.
+    pub reports: u64,
+    /// The same gap reported again (after an agent restart); not counted twice.
+    pub duplicate_reports: u64,
+    /// Facts the gap reports name.
+    pub reported_facts: u64,
+    /// Facts lost for good: reported, minus ones the store has after all.
+    pub lost_facts: u64,
+    /// Batches lost for good.
+    pub lost_batches: u64,
+}
+
 /// Outcome of [`Store::ingest_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestOutcome {
@@ -342,6 +357,8 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>>;
     /// Number of stored facts of an agent.
     async fn fact_count(&self, agent_id: &str) -> StoreResult<i64>;
+    /// Loss accounting from the agent's gap facts, each loss counted once.
+    async fn gap_accounting(&self, agent_id: &str) -> StoreResult<GapAccounting>;
     /// The newest facts of one kind for an agent: (observed_at, JSON body).
     async fn recent_facts(
         &self,

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, FactRecord, IncidentFilter, IncidentRow, IngestOutcome, LatestFact,
+    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestOutcome, LatestFact,
     NewToken, SessionRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse,
     UserRow,
 };
@@ -478,6 +478,24 @@ macro_rules! impl_store {
                 let stream = stream_id as i64;
                 let seq_i = i64::try_from(seq).map_err(|_| StoreError::Backend("sequence number out of range".into()))?;
                 let mut tx = self.pool.begin().await?;
+                if seq == 0 {
+                    // Unsequenced batch: only the current state moves.
+                    for f in facts.iter().filter(|f| f.latest) {
+                        sqlx::query(
+                            "INSERT INTO latest_facts (agent_id, kind, observed_at, body) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
+                             WHERE excluded.observed_at >= latest_facts.observed_at",
+                        )
+                        .bind(agent_id)
+                        .bind(&f.kind)
+                        .bind(f.observed_at)
+                        .bind(&f.body)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(IngestOutcome { committed_seq: 0, duplicate: false });
+                }
                 let committed: Option<i64> = sqlx::query(
                     "SELECT committed_seq FROM streams WHERE agent_id = $1 AND stream_id = $2",
                 )
@@ -616,6 +634,47 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+            }
+
+            async fn gap_accounting(&self, agent_id: &str) -> StoreResult<GapAccounting> {
+                let rows = sqlx::query("SELECT body FROM facts WHERE agent_id = $1 AND kind = 'gap'")
+                    .bind(agent_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut seen = std::collections::BTreeSet::new();
+                let mut acc = GapAccounting::default();
+                for r in &rows {
+                    let body: String = r.try_get(0)?;
+                    let Ok(g) = serde_json::from_str::<wingman_protocol::facts::Gap>(&body) else {
+                        continue;
+                    };
+                    if !seen.insert((g.stream_id, g.from_seq, g.to_seq)) {
+                        acc.duplicate_reports += 1;
+                        continue;
+                    }
+                    let (Ok(from), Ok(to)) = (i64::try_from(g.from_seq), i64::try_from(g.to_seq)) else {
+                        continue;
+                    };
+                    // Batches sent and committed, then lost from the spool before
+                    // the ack arrived, are in the store after all.
+                    let got = sqlx::query(
+                        "SELECT COUNT(*), COUNT(DISTINCT seq) FROM facts \
+                         WHERE agent_id = $1 AND stream_id = $2 AND seq >= $3 AND seq <= $4 AND kind <> 'gap'",
+                    )
+                    .bind(agent_id)
+                    .bind(g.stream_id as i64)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    let facts_in: i64 = got.try_get(0)?;
+                    let batches_in: i64 = got.try_get(1)?;
+                    acc.reports += 1;
+                    acc.reported_facts += g.facts;
+                    acc.lost_facts += g.facts.saturating_sub(facts_in.max(0) as u64);
+                    acc.lost_batches += g.batches.saturating_sub(batches_in.max(0) as u64);
+                }
+                Ok(acc)
             }
 
             async fn fact_count(&self, agent_id: &str) -> StoreResult<i64> {
