@@ -289,7 +289,11 @@ impl Default for SpoolSection {
 
 impl SpoolSection {
     /// The spool settings for `stream_id` (each stream has its own directory).
-    pub fn spool_config(&self, state_dir: &std::path::Path, stream_id: u64) -> crate::spool::SpoolConfig {
+    pub fn spool_config(
+        &self,
+        state_dir: &std::path::Path,
+        stream_id: u64,
+    ) -> crate::spool::SpoolConfig {
         let base = self.dir.clone().unwrap_or_else(|| state_dir.join("spool"));
         let mut cfg = crate::spool::SpoolConfig::new(base.join(format!("{stream_id:016x}")));
         cfg.max_bytes = self.max_bytes;
@@ -422,7 +426,8 @@ impl AgentConfig {
         }
         if self.spool.max_bytes < 64 * 1024 || self.spool.segment_bytes < 4096 {
             return Err(ConfigError::Invalid(
-                "spool.max_bytes must be at least 65536 and spool.segment_bytes at least 4096".into(),
+                "spool.max_bytes must be at least 65536 and spool.segment_bytes at least 4096"
+                    .into(),
             ));
         }
         if self.spool.segment_bytes > self.spool.max_bytes {

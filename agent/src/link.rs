@@ -16,16 +16,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wingman_protocol::{
-    ActionOutcome, AgentHealth, AgentMessage, CommandBody, CommandResult, Fact, FactBatch, FactBody,
-    FrameDecoder, HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage,
+    ActionOutcome, AgentHealth, AgentMessage, CommandBody, CommandResult, Fact, FactBatch,
+    FactBody, FrameDecoder, HUB_SERVER_NAME, Heartbeat, Hello, HostFacts, HostKind, HubMessage,
     PROTOCOL_VERSION, RenewRequest, RenewResponse,
 };
 
 use crate::config::AgentConfig;
 use crate::facts::{HostCollector, changed_materially};
 use crate::logs::cursor::CursorStore;
-use crate::outbox::{CHECKPOINT_SEQ_KEY, Outbox};
 use crate::logs::sources::LogBatch;
+use crate::outbox::{CHECKPOINT_SEQ_KEY, Outbox};
 use crate::state::{Identity, StateError};
 
 /// Errors that stop the agent.
@@ -636,6 +636,10 @@ impl Agent {
             self.logs = None;
             return;
         };
+        if batch.facts.is_empty() {
+            self.outbox.note_positions(&batch.checkpoint);
+            return;
+        }
         match self
             .outbox
             .append(&batch.facts, &batch.checkpoint, crate::now_ms())
@@ -741,9 +745,9 @@ impl Agent {
         AgentHealth {
             spool_depth_batches: sp.depth_records,
             spool_bytes: sp.depth_bytes,
-            oldest_unacked_ms: sp
-                .oldest_unacked_ms
-                .map_or(0, |t| u64::try_from(crate::now_ms().saturating_sub(t)).unwrap_or(0)),
+            oldest_unacked_ms: sp.oldest_unacked_ms.map_or(0, |t| {
+                u64::try_from(crate::now_ms().saturating_sub(t)).unwrap_or(0)
+            }),
             replayed_batches: c.replayed_batches,
             dropped_batches: sp.dropped_batches + sp.corrupt_records + sp.missing_records,
             dropped_facts: sp.dropped_facts,

@@ -172,6 +172,16 @@ impl Outbox {
         }
     }
 
+    /// Source positions that cover no facts (a source's starting point):
+    /// persisted with the next synced positions, nothing is spooled.
+    pub fn note_positions(&mut self, checkpoint: &Checkpoint) {
+        if checkpoint.is_empty() {
+            return;
+        }
+        self.positions.extend(checkpoint.iter().cloned());
+        self.positions_seq = self.positions_seq.max(self.spool.last_seq());
+    }
+
     /// Turns every loss the spool reported into a gap fact and appends it.
     pub fn drain_gaps(&mut self, now_ms: i64) {
         let mut gaps = std::mem::take(&mut self.unsent_gaps);
@@ -244,7 +254,10 @@ impl Outbox {
         }
         let room = usize::try_from(self.max_inflight - inflight).unwrap_or(READ_BATCH);
         let after = self.sent_upto.max(acked);
-        let (records, _gaps) = match self.spool.read_after(after, room.min(READ_BATCH), READ_BYTES) {
+        let (records, _gaps) = match self
+            .spool
+            .read_after(after, room.min(READ_BATCH), READ_BYTES)
+        {
             Ok(r) => r,
             Err(e) => {
                 self.counters.spool_errors += 1;
@@ -361,7 +374,10 @@ mod tests {
                 .unwrap();
         }
         let first = ob.next_to_send().unwrap();
-        assert_eq!(first.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            first.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         for b in &first {
             ob.mark_sent(b.seq);
         }
@@ -376,7 +392,11 @@ mod tests {
         for b in &replay {
             ob.mark_sent(b.seq);
         }
-        assert_eq!(ob.counters().replayed_batches, 0, "4 and 5 were never sent before");
+        assert_eq!(
+            ob.counters().replayed_batches,
+            0,
+            "4 and 5 were never sent before"
+        );
         ob.on_busy(4);
         let again = ob.next_to_send().unwrap();
         assert_eq!(again.first().map(|b| b.seq), Some(4));
@@ -389,13 +409,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut ob = open(dir.path(), 10);
-            ob.append(&[fact(1)], &vec![("a".into(), "1".into())], 1).unwrap();
-            ob.append(&[fact(2)], &vec![("a".into(), "2".into()), ("b".into(), "x".into())], 2)
+            ob.append(&[fact(1)], &vec![("a".into(), "1".into())], 1)
                 .unwrap();
+            ob.append(
+                &[fact(2)],
+                &vec![("a".into(), "2".into()), ("b".into(), "x".into())],
+                2,
+            )
+            .unwrap();
             let (pos, seq) = ob.take_synced_positions().unwrap();
             assert_eq!(seq, 2);
             assert_eq!(pos.get("a").map(String::as_str), Some("2"));
-            ob.append(&[fact(3)], &vec![("a".into(), "3".into())], 3).unwrap();
+            ob.append(&[fact(3)], &vec![("a".into(), "3".into())], 3)
+                .unwrap();
             ob.spool.sync().unwrap();
         }
         let mut ob = open(dir.path(), 10);

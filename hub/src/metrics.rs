@@ -123,15 +123,42 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let (batches, facts, dups, busy, errors) = self.totals();
         let counters = [
-            ("wingman_hub_batches_committed_total", "Fact batches committed to the store.", batches),
-            ("wingman_hub_facts_committed_total", "Facts committed to the store.", facts),
-            ("wingman_hub_duplicate_batches_total", "Replayed batches dropped by the (agent, stream, seq) dedup.", dups),
-            ("wingman_hub_busy_replies_total", "Busy replies sent to agents (back-pressure).", busy),
-            ("wingman_hub_ingest_errors_total", "Batches the store failed to commit (not acknowledged).", errors),
-            ("wingman_hub_http_shed_total", "HTTP requests answered 503 by the load shedder.", self.http_shed.load(Ordering::Relaxed)),
+            (
+                "wingman_hub_batches_committed_total",
+                "Fact batches committed to the store.",
+                batches,
+            ),
+            (
+                "wingman_hub_facts_committed_total",
+                "Facts committed to the store.",
+                facts,
+            ),
+            (
+                "wingman_hub_duplicate_batches_total",
+                "Replayed batches dropped by the (agent, stream, seq) dedup.",
+                dups,
+            ),
+            (
+                "wingman_hub_busy_replies_total",
+                "Busy replies sent to agents (back-pressure).",
+                busy,
+            ),
+            (
+                "wingman_hub_ingest_errors_total",
+                "Batches the store failed to commit (not acknowledged).",
+                errors,
+            ),
+            (
+                "wingman_hub_http_shed_total",
+                "HTTP requests answered 503 by the load shedder.",
+                self.http_shed.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
         let secs = self.ingest_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(
@@ -145,18 +172,82 @@ impl Metrics {
         let map = self.per_agent.lock().map(|m| m.clone()).unwrap_or_default();
         type Pick = fn(&AgentGauges, &AgentDelivery) -> Option<f64>;
         let series: [(&str, &str, &str, Pick); 12] = [
-            ("wingman_agent_online", "gauge", "1 when the agent's session is up.", |g, _| Some(f64::from(u8::from(g.online)))),
-            ("wingman_agent_batches_committed_total", "counter", "Batches of this agent committed since the hub started.", |_, d| Some(d.batches as f64)),
-            ("wingman_agent_facts_committed_total", "counter", "Facts of this agent committed since the hub started.", |_, d| Some(d.facts as f64)),
-            ("wingman_agent_duplicate_batches_total", "counter", "Replayed batches of this agent dropped by the dedup since the hub started.", |_, d| Some(d.duplicates as f64)),
-            ("wingman_agent_busy_replies_total", "counter", "Busy replies sent to this agent since the hub started.", |_, d| Some(d.busy as f64)),
-            ("wingman_agent_spool_depth_batches", "gauge", "Batches in the agent's spool awaiting an ack (agent report).", |g, _| g.health.as_ref().map(|h| h.spool_depth_batches as f64)),
-            ("wingman_agent_spool_bytes", "gauge", "Bytes in the agent's spool (agent report).", |g, _| g.health.as_ref().map(|h| h.spool_bytes as f64)),
-            ("wingman_agent_oldest_unacked_seconds", "gauge", "Age of the oldest unacknowledged batch (agent report).", |g, _| g.health.as_ref().map(|h| h.oldest_unacked_ms as f64 / 1000.0)),
-            ("wingman_agent_replayed_batches_total", "counter", "Batches the agent sent again (agent report).", |g, _| g.health.as_ref().map(|h| h.replayed_batches as f64)),
-            ("wingman_agent_spool_errors_total", "counter", "Spool write or read failures on the agent (agent report).", |g, _| g.health.as_ref().map(|h| h.spool_errors as f64)),
-            ("wingman_agent_lost_batches_total", "counter", "Batches reported lost by gap records, net of ones committed anyway.", |g, _| Some(g.lost_batches as f64)),
-            ("wingman_agent_lost_facts_total", "counter", "Facts reported lost by gap records, net of ones committed anyway.", |g, _| Some(g.lost_facts as f64)),
+            (
+                "wingman_agent_online",
+                "gauge",
+                "1 when the agent's session is up.",
+                |g, _| Some(f64::from(u8::from(g.online))),
+            ),
+            (
+                "wingman_agent_batches_committed_total",
+                "counter",
+                "Batches of this agent committed since the hub started.",
+                |_, d| Some(d.batches as f64),
+            ),
+            (
+                "wingman_agent_facts_committed_total",
+                "counter",
+                "Facts of this agent committed since the hub started.",
+                |_, d| Some(d.facts as f64),
+            ),
+            (
+                "wingman_agent_duplicate_batches_total",
+                "counter",
+                "Replayed batches of this agent dropped by the dedup since the hub started.",
+                |_, d| Some(d.duplicates as f64),
+            ),
+            (
+                "wingman_agent_busy_replies_total",
+                "counter",
+                "Busy replies sent to this agent since the hub started.",
+                |_, d| Some(d.busy as f64),
+            ),
+            (
+                "wingman_agent_spool_depth_batches",
+                "gauge",
+                "Batches in the agent's spool awaiting an ack (agent report).",
+                |g, _| g.health.as_ref().map(|h| h.spool_depth_batches as f64),
+            ),
+            (
+                "wingman_agent_spool_bytes",
+                "gauge",
+                "Bytes in the agent's spool (agent report).",
+                |g, _| g.health.as_ref().map(|h| h.spool_bytes as f64),
+            ),
+            (
+                "wingman_agent_oldest_unacked_seconds",
+                "gauge",
+                "Age of the oldest unacknowledged batch (agent report).",
+                |g, _| {
+                    g.health
+                        .as_ref()
+                        .map(|h| h.oldest_unacked_ms as f64 / 1000.0)
+                },
+            ),
+            (
+                "wingman_agent_replayed_batches_total",
+                "counter",
+                "Batches the agent sent again (agent report).",
+                |g, _| g.health.as_ref().map(|h| h.replayed_batches as f64),
+            ),
+            (
+                "wingman_agent_spool_errors_total",
+                "counter",
+                "Spool write or read failures on the agent (agent report).",
+                |g, _| g.health.as_ref().map(|h| h.spool_errors as f64),
+            ),
+            (
+                "wingman_agent_lost_batches_total",
+                "counter",
+                "Batches reported lost by gap records, net of ones committed anyway.",
+                |g, _| Some(g.lost_batches as f64),
+            ),
+            (
+                "wingman_agent_lost_facts_total",
+                "counter",
+                "Facts reported lost by gap records, net of ones committed anyway.",
+                |g, _| Some(g.lost_facts as f64),
+            ),
         ];
         for (name, kind, help, pick) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -214,7 +305,14 @@ mod tests {
     #[test]
     fn renders_counters_and_escapes_labels() {
         let m = Metrics::default();
-        m.record("a1", BatchOutcome::Committed { facts: 3, micros: 10, seq: 1 });
+        m.record(
+            "a1",
+            BatchOutcome::Committed {
+                facts: 3,
+                micros: 10,
+                seq: 1,
+            },
+        );
         m.record("a1", BatchOutcome::Duplicate);
         m.record("a1", BatchOutcome::Busy);
         let text = m.render(
@@ -228,9 +326,16 @@ mod tests {
         );
         assert!(text.contains("wingman_hub_facts_committed_total 3\n"));
         assert!(text.contains("wingman_hub_duplicate_batches_total 1\n"));
-        assert!(text.contains("wingman_agent_busy_replies_total{agent_id=\"a1\",node=\"node\\\"1\"} 1\n"));
+        assert!(
+            text.contains(
+                "wingman_agent_busy_replies_total{agent_id=\"a1\",node=\"node\\\"1\"} 1\n"
+            )
+        );
         assert!(text.contains("wingman_hub_ingest_permits_available 7\n"));
-        assert!(!text.contains("wingman_agent_spool_depth_batches{"), "no health report yet");
+        assert!(
+            !text.contains("wingman_agent_spool_depth_batches{"),
+            "no health report yet"
+        );
     }
 }
 

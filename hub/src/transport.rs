@@ -666,7 +666,8 @@ async fn session(
                         agent_id,
                         BatchOutcome::Committed {
                             facts: batch.facts.len() as u64,
-                            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                            micros: u64::try_from(started.elapsed().as_micros())
+                                .unwrap_or(u64::MAX),
                             seq: outcome.committed_seq,
                         },
                     );

@@ -10,6 +10,7 @@
 )]
 
 mod common;
+mod delivery;
 mod docker;
 mod http_auth;
 mod incidents;

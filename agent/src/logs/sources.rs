@@ -274,6 +274,10 @@ async fn file_task(
         max_line_len: max_line,
         ..TailConfig::default()
     };
+    // A first start follows an existing file from its end; that starting
+    // point is announced at once so a crash before the first summary does not
+    // move it (a restart without a saved position would start at the end again).
+    let mut announce = saved.is_none();
     let mut tailer = Some(FileTailer::open(cfg.path.clone(), saved, tail_cfg));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -299,7 +303,23 @@ async fn file_task(
             let caught_up = t.caught_up();
             let position = t.position().map(|p| p.to_string());
             tailer = Some(t);
+            if announce && lines.is_empty() && position.is_some() {
+                announce = false;
+                let ev = SourceEvent {
+                    key: key.clone(),
+                    position: position.clone(),
+                    lines: Vec::new(),
+                    unparsable: 0,
+                    source: source.clone(),
+                    examples: cfg.examples,
+                    raw: cfg.raw,
+                };
+                if !send_event(&tx, ev, &shutdown).await {
+                    return;
+                }
+            }
             if !lines.is_empty() {
+                announce = false;
                 let now = crate::now_ms();
                 let ev = SourceEvent {
                     key: key.clone(),
@@ -367,6 +387,7 @@ async fn pipeline_task(
         None
     };
     let mut positions: BTreeMap<String, String> = BTreeMap::new();
+    let mut positions_dirty = false;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.window_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention = 0i64;
@@ -409,6 +430,7 @@ async fn pipeline_task(
                     pipeline.note_unparsable(now, &ev.source, ev.unparsable);
                 }
                 if let Some(p) = ev.position {
+                    positions_dirty |= positions.get(&ev.key) != Some(&p);
                     positions.insert(ev.key, p);
                 }
                 false
@@ -419,7 +441,24 @@ async fn pipeline_task(
         }
         let now = crate::now_ms();
         let summaries = pipeline.flush(now);
+        if summaries.is_empty() && positions_dirty {
+            // Positions moved without a summary (a source's starting point):
+            // a batch with no facts carries them to the link.
+            positions_dirty = false;
+            let batch = LogBatch {
+                facts: Vec::new(),
+                checkpoint: positions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                r = tx.send(batch) => if r.is_err() { return },
+            }
+        }
         if !summaries.is_empty() {
+            positions_dirty = false;
             let batch = LogBatch {
                 facts: summaries
                     .into_iter()

@@ -16,9 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestOutcome, LatestFact,
-    NewToken, SessionRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse,
-    UserRow,
+    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestOutcome,
+    LatestFact, NewToken, SessionRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow,
+    TokenUse, UserRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
