@@ -443,7 +443,7 @@ mod tests {
         cfg.max_bytes = 16 * 1024;
         let (mut ob, _) = Outbox::open(cfg, 9, 10, 0).unwrap();
         let big: Vec<Fact> = (0..20).map(fact).collect();
-        for i in 0..60 {
+        for i in 0..300 {
             ob.append(&big, &Vec::new(), i).unwrap();
         }
         ob.drain_gaps(100);
