@@ -73,8 +73,8 @@ pub struct AgentsConfig {
     pub cert_lifetime_secs: u64,
     /// Default lifetime of enrollment tokens.
     pub token_ttl_secs: u64,
-    /// Fact batches committed concurrently; beyond it agents get a busy reply.
-    pub ingest_concurrency: usize,
+    /// Fact batches waiting for the ingest writer; beyond it agents get a busy reply.
+    pub ingest_queue: usize,
     /// The retry time a busy reply tells agents.
     pub busy_retry_ms: u32,
 }
@@ -138,7 +138,7 @@ impl Default for AgentsConfig {
             offline_after_ms: 20_000,
             cert_lifetime_secs: 30 * 24 * 3600,
             token_ttl_secs: 3600,
-            ingest_concurrency: 8,
+            ingest_queue: 512,
             busy_retry_ms: 500,
         }
     }
@@ -208,8 +208,8 @@ impl HubConfig {
         if !(10..=60_000).contains(&self.agents.busy_retry_ms) {
             return bad("agents.busy_retry_ms must be between 10 and 60000");
         }
-        if self.agents.ingest_concurrency == 0 || self.quic.max_connections == 0 {
-            return bad("agents.ingest_concurrency and quic.max_connections must be at least 1");
+        if self.agents.ingest_queue == 0 || self.quic.max_connections == 0 {
+            return bad("agents.ingest_queue and quic.max_connections must be at least 1");
         }
         if !self.database_url.is_empty()
             && !self.database_url.starts_with("sqlite:")

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod incidents;
+pub mod ingest;
 pub mod metrics;
 pub mod pki;
 pub mod skills;
@@ -22,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -65,8 +65,9 @@ pub struct Hub {
     pub pki: Arc<HubPki>,
     /// Live identity state.
     pub registry: Arc<Registry>,
-    /// Ingest concurrency permits; when none is free agents get a busy reply.
-    pub ingest: Arc<Semaphore>,
+    /// The ingest writer's queue; when it is full agents get a busy reply.
+    pub ingest: ingest::IngestQueue,
+    ingest_rx: ingest::PendingWriter,
     /// The hub's own redaction scan over everything log-derived.
     pub redactor: Arc<wingman_protocol::logs::Redactor>,
     /// Built-in and operator skills.
@@ -104,12 +105,17 @@ impl Hub {
             tracing::warn!(problem = %p, "skill skipped");
         }
         let (incidents, engine_rx) = incidents::Incidents::new();
+        // SQLite has one writer at a time; PostgreSQL commits in parallel.
+        let writers = if store.backend() == "postgres" { 2 } else { 1 };
+        let (ingest_queue, ingest_rx) =
+            ingest::IngestQueue::sharded(config.agents.ingest_queue, writers);
         Ok(Self {
             incidents,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
             metrics: Arc::new(metrics::Metrics::default()),
             skills: Arc::new(skills),
-            ingest: Arc::new(Semaphore::new(config.agents.ingest_concurrency)),
+            ingest: ingest_queue,
+            ingest_rx: Arc::new(std::sync::Mutex::new(ingest_rx)),
             redactor: Arc::new(wingman_protocol::logs::Redactor::new(
                 &wingman_protocol::logs::RedactConfig::default(),
             )),
@@ -194,6 +200,14 @@ pub async fn run(
         tracker.clone(),
     ));
     tracker.spawn(transport::presence_loop(hub.clone(), shutdown.clone()));
+    let writers = hub
+        .ingest_rx
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    for rx in writers {
+        tracker.spawn(ingest::writer(hub.store.clone(), rx, shutdown.clone()));
+    }
     if let Some(rx) = hub.engine_rx.lock().ok().and_then(|mut r| r.take()) {
         tracker.spawn(incidents::run(hub.clone(), rx, shutdown.clone()));
     }

@@ -167,7 +167,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP wingman_hub_ingest_permits_available Free ingest slots; 0 means agents get busy replies.\n# TYPE wingman_hub_ingest_permits_available gauge\nwingman_hub_ingest_permits_available {ingest_available}"
+            "# HELP wingman_hub_ingest_queue_available Free slots in the ingest queue; 0 means agents get busy replies.\n# TYPE wingman_hub_ingest_queue_available gauge\nwingman_hub_ingest_queue_available {ingest_available}"
         );
         let map = self.per_agent.lock().map(|m| m.clone()).unwrap_or_default();
         type Pick = fn(&AgentGauges, &AgentDelivery) -> Option<f64>;
@@ -331,7 +331,7 @@ mod tests {
                 "wingman_agent_busy_replies_total{agent_id=\"a1\",node=\"node\\\"1\"} 1\n"
             )
         );
-        assert!(text.contains("wingman_hub_ingest_permits_available 7\n"));
+        assert!(text.contains("wingman_hub_ingest_queue_available 7\n"));
         assert!(
             !text.contains("wingman_agent_spool_depth_batches{"),
             "no health report yet"
@@ -386,5 +386,5 @@ pub async fn scrape(hub: &crate::Hub) -> crate::store::StoreResult<String> {
             lost_facts: d.gaps.lost_facts,
         });
     }
-    Ok(hub.metrics.render(&gauges, hub.ingest.available_permits()))
+    Ok(hub.metrics.render(&gauges, hub.ingest.available()))
 }

@@ -560,6 +560,7 @@ async fn session(
     let mut pending: BTreeMap<u64, oneshot::Sender<AgentReply>> = BTreeMap::new();
     let mut next_cmd: u64 = 1;
     let mut busy_from: Option<u64> = None;
+    let mut commits: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => {
@@ -575,7 +576,43 @@ async fn session(
                 write(&mut send, &HubMessage::Command(Command { id, body: cmd.body })).await?;
                 continue;
             }
-            r = read(&mut recv, &mut decoder) => r?,
+            done = next_commit(&mut commits), if !commits.is_empty() => {
+                let Some(f) = commits.pop_front() else { continue };
+                let outcome = match done {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // Nothing is acknowledged; the agent replays after reconnecting.
+                        hub.metrics.record(agent_id, BatchOutcome::Error);
+                        warn!(%agent_id, seq = f.seq, error = %e, "cannot commit a fact batch; closing the session");
+                        return Err(e.to_string());
+                    }
+                };
+                if f.seq == 0 {
+                    hub.metrics.record(agent_id, BatchOutcome::Ephemeral);
+                    continue;
+                }
+                if outcome.duplicate {
+                    hub.metrics.record(agent_id, BatchOutcome::Duplicate);
+                } else {
+                    hub.metrics.record(
+                        agent_id,
+                        BatchOutcome::Committed {
+                            facts: f.facts.len() as u64,
+                            micros: u64::try_from(f.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                            seq: outcome.committed_seq,
+                        },
+                    );
+                    hub.incidents.submit(crate::incidents::signals_from_facts(&hostname, &f.facts));
+                }
+                // Ack only after the commit above.
+                write(
+                    &mut send,
+                    &HubMessage::Ack(Ack { stream_id: f.stream_id, seq: outcome.committed_seq }),
+                )
+                .await?;
+                continue;
+            }
+            r = read(&mut recv, &mut decoder), if commits.len() < MAX_SESSION_COMMITS => r?,
         };
         let msg = match msg {
             Read::Msg(m) => *m,
@@ -603,12 +640,21 @@ async fn session(
                 // later batches already in flight are refused too, so the
                 // stream is committed in order and nothing is skipped.
                 let refused_earlier = busy_from.is_some_and(|b| batch.seq != 0 && batch.seq != b);
-                let permit = if refused_earlier {
+                let queued = if refused_earlier {
                     None
                 } else {
-                    hub.ingest.clone().try_acquire_owned().ok()
+                    let (records, templates) = ingest_records(hub, &batch.facts);
+                    hub.ingest
+                        .try_submit(crate::store::IngestItem {
+                            agent_id: agent_id.to_string(),
+                            stream_id: batch.stream_id,
+                            seq: batch.seq,
+                            facts: records,
+                            templates,
+                        })
+                        .ok()
                 };
-                let Some(_permit) = permit else {
+                let Some(committed) = queued else {
                     if batch.seq == 0 {
                         // Current-state facts: the next report replaces them.
                         continue;
@@ -628,63 +674,15 @@ async fn session(
                 if busy_from == Some(batch.seq) {
                     busy_from = None;
                 }
-                let (records, templates) = ingest_records(hub, &batch.facts);
-                let now = wingman_agent::now_ms();
-                let started = std::time::Instant::now();
-                let outcome = match hub
-                    .store
-                    .ingest_batch(
-                        agent_id,
-                        batch.stream_id,
-                        batch.seq,
-                        &records,
-                        &templates,
-                        now,
-                    )
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(e) => {
-                        // Nothing is acknowledged; the agent replays after reconnecting.
-                        hub.metrics.record(agent_id, BatchOutcome::Error);
-                        warn!(%agent_id, seq = batch.seq, error = %e, "cannot commit a fact batch; closing the session");
-                        return Err(e.to_string());
-                    }
-                };
-                hub.store
-                    .touch_agent(agent_id, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if batch.seq == 0 {
-                    hub.metrics.record(agent_id, BatchOutcome::Ephemeral);
-                    continue;
-                }
-                if outcome.duplicate {
-                    hub.metrics.record(agent_id, BatchOutcome::Duplicate);
-                } else {
-                    hub.metrics.record(
-                        agent_id,
-                        BatchOutcome::Committed {
-                            facts: batch.facts.len() as u64,
-                            micros: u64::try_from(started.elapsed().as_micros())
-                                .unwrap_or(u64::MAX),
-                            seq: outcome.committed_seq,
-                        },
-                    );
-                    hub.incidents.submit(crate::incidents::signals_from_facts(
-                        &hostname,
-                        &batch.facts,
-                    ));
-                }
-                // Ack only after the commit above.
-                write(
-                    &mut send,
-                    &HubMessage::Ack(Ack {
-                        stream_id: batch.stream_id,
-                        seq: outcome.committed_seq,
-                    }),
-                )
-                .await?;
+                // The commit completes in the writer; the session reads on
+                // (pipelining) and acks in order as commits finish.
+                commits.push_back(InFlight {
+                    seq: batch.seq,
+                    stream_id: batch.stream_id,
+                    facts: batch.facts,
+                    reply: committed,
+                    started: std::time::Instant::now(),
+                });
             }
             AgentMessage::Renew(req) => {
                 let now = wingman_agent::now_ms();
@@ -729,6 +727,33 @@ async fn session(
                 return Err(protocol_error("second hello".into()));
             }
         }
+    }
+}
+
+/// Batches of one session queued for commit but not yet acknowledged.
+const MAX_SESSION_COMMITS: usize = 64;
+
+/// A batch of this session waiting for the ingest writer.
+struct InFlight {
+    seq: u64,
+    stream_id: u64,
+    facts: Vec<Fact>,
+    reply: oneshot::Receiver<crate::store::StoreResult<crate::store::IngestOutcome>>,
+    started: std::time::Instant,
+}
+
+/// The outcome of the oldest queued commit (commits finish in queue order).
+async fn next_commit(
+    commits: &mut std::collections::VecDeque<InFlight>,
+) -> crate::store::StoreResult<crate::store::IngestOutcome> {
+    match commits.front_mut() {
+        Some(f) => match (&mut f.reply).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::store::StoreError::Backend(
+                "the ingest writer stopped".into(),
+            )),
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -181,6 +181,21 @@ pub struct GapAccounting {
     pub lost_batches: u64,
 }
 
+/// One fact batch of a group committed by [`Store::ingest_batches`].
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    /// The agent.
+    pub agent_id: String,
+    /// Its stream.
+    pub stream_id: u64,
+    /// The batch's sequence number; 0 for an unsequenced (current-state) batch.
+    pub seq: u64,
+    /// Facts.
+    pub facts: Vec<FactRecord>,
+    /// Template counts from its log summaries.
+    pub templates: Vec<TemplateRecord>,
+}
+
 /// Outcome of [`Store::ingest_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestOutcome {
@@ -349,6 +364,13 @@ pub trait Store: Send + Sync + 'static {
         templates: &[TemplateRecord],
         now: i64,
     ) -> StoreResult<IngestOutcome>;
+    /// Commits several batches (of any agents) in one transaction, each with
+    /// the dedup of [`Store::ingest_batch`]; all or nothing.
+    async fn ingest_batches(
+        &self,
+        items: &[IngestItem],
+        now: i64,
+    ) -> StoreResult<Vec<IngestOutcome>>;
     /// Template counts of an agent, most recently seen first.
     async fn log_templates(&self, agent_id: &str, limit: i64) -> StoreResult<Vec<TemplateRow>>;
     /// Every stored row of a template id across nodes and sources.

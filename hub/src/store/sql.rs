@@ -16,9 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestOutcome,
-    LatestFact, NewToken, SessionRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow,
-    TokenUse, UserRow,
+    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestItem,
+    IngestOutcome, LatestFact, NewToken, SessionRow, Store, StoreError, StoreResult,
+    TemplateRecord, TemplateRow, TokenUse, UserRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -204,7 +204,7 @@ const AGENT_COLS: &str =
 const USER_COLS: &str = "u.id, u.name, u.password_hash, u.role, u.must_change_password";
 
 macro_rules! impl_store {
-    ($ty:ty, $backend:literal, $migrations:expr) => {
+    ($ty:ty, $backend:literal, $migrations:expr, $db:ty, $begin:literal) => {
         #[async_trait]
         impl Store for $ty {
             async fn migrate(&self) -> StoreResult<()> {
@@ -275,7 +275,7 @@ macro_rules! impl_store {
             }
 
             async fn create_agent(&self, a: &AgentRow, fp: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO agents (id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after) \
                      VALUES ($1, $2, $3, $4, $5, NULL, NULL, FALSE, $6)",
@@ -308,7 +308,7 @@ macro_rules! impl_store {
                 issued_at: i64,
                 not_after: i64,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO certificates (fingerprint, agent_id, issued_at, not_after) VALUES ($1, $2, $3, $4)",
                 )
@@ -396,7 +396,7 @@ macro_rules! impl_store {
             }
 
             async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
                     .bind(now)
                     .bind(id)
@@ -420,7 +420,7 @@ macro_rules! impl_store {
             }
 
             async fn mark_stale_offline(&self, cutoff: i64, now: i64) -> StoreResult<Vec<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let rows = sqlx::query(
                     "UPDATE agents SET online = FALSE WHERE online = TRUE AND (last_seen IS NULL OR last_seen < $1) RETURNING id",
                 )
@@ -475,116 +475,157 @@ macro_rules! impl_store {
                 templates: &[TemplateRecord],
                 now: i64,
             ) -> StoreResult<IngestOutcome> {
-                let stream = stream_id as i64;
-                let seq_i = i64::try_from(seq).map_err(|_| StoreError::Backend("sequence number out of range".into()))?;
-                let mut tx = self.pool.begin().await?;
-                if seq == 0 {
-                    // Unsequenced batch: only the current state moves.
-                    for f in facts.iter().filter(|f| f.latest) {
-                        sqlx::query(
-                            "INSERT INTO latest_facts (agent_id, kind, observed_at, body) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
-                             WHERE excluded.observed_at >= latest_facts.observed_at",
-                        )
-                        .bind(agent_id)
-                        .bind(&f.kind)
-                        .bind(f.observed_at)
-                        .bind(&f.body)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    tx.commit().await?;
-                    return Ok(IngestOutcome { committed_seq: 0, duplicate: false });
-                }
-                let committed: Option<i64> = sqlx::query(
-                    "SELECT committed_seq FROM streams WHERE agent_id = $1 AND stream_id = $2",
-                )
-                .bind(agent_id)
-                .bind(stream)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-                let committed = committed.unwrap_or(0);
-                if seq_i <= committed {
-                    tx.commit().await?;
-                    return Ok(IngestOutcome {
-                        committed_seq: committed as u64,
-                        duplicate: true,
-                    });
-                }
-                for (idx, f) in facts.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO facts (agent_id, stream_id, seq, idx, kind, observed_at, received_at, body) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (agent_id, stream_id, seq, idx) DO NOTHING",
-                    )
-                    .bind(agent_id)
-                    .bind(stream)
-                    .bind(seq_i)
-                    .bind(idx as i64)
-                    .bind(&f.kind)
-                    .bind(f.observed_at)
-                    .bind(now)
-                    .bind(&f.body)
-                    .execute(&mut *tx)
-                    .await?;
-                    if !f.latest {
+                let item = IngestItem {
+                    agent_id: agent_id.to_string(),
+                    stream_id,
+                    seq,
+                    facts: facts.to_vec(),
+                    templates: templates.to_vec(),
+                };
+                let mut out = self.ingest_batches(std::slice::from_ref(&item), now).await?;
+                out.pop().ok_or_else(|| StoreError::Backend("no ingest outcome".into()))
+            }
+
+            async fn ingest_batches(
+                &self,
+                items: &[IngestItem],
+                now: i64,
+            ) -> StoreResult<Vec<IngestOutcome>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                // Committed seqs of the streams in this group, updated as we go so
+                // two batches of one stream in one group are judged in order.
+                let mut committed: std::collections::HashMap<(String, u64), i64> =
+                    std::collections::HashMap::new();
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut fact_rows: Vec<FactRow<'_>> = Vec::new();
+                let mut latest: std::collections::BTreeMap<(&str, &str), &FactRecord> =
+                    std::collections::BTreeMap::new();
+                let mut tmpl: std::collections::BTreeMap<(&str, &str, &str, u64), TemplateRecord> =
+                    std::collections::BTreeMap::new();
+                let mut advanced: std::collections::BTreeMap<(String, u64), i64> =
+                    std::collections::BTreeMap::new();
+                for it in items {
+                    let stream = it.stream_id as i64;
+                    let seq_i = i64::try_from(it.seq)
+                        .map_err(|_| StoreError::Backend("sequence number out of range".into()))?;
+                    let key = (it.agent_id.clone(), it.stream_id);
+                    let done = match committed.get(&key) {
+                        Some(c) => *c,
+                        None => {
+                            let c: Option<i64> = sqlx::query(
+                                "SELECT committed_seq FROM streams WHERE agent_id = $1 AND stream_id = $2",
+                            )
+                            .bind(&it.agent_id)
+                            .bind(stream)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map(|r| r.try_get(0))
+                            .transpose()?;
+                            let c = c.unwrap_or(0);
+                            committed.insert(key.clone(), c);
+                            c
+                        }
+                    };
+                    if it.seq != 0 && seq_i <= done {
+                        outcomes.push(IngestOutcome { committed_seq: done as u64, duplicate: true });
                         continue;
                     }
-                    sqlx::query(
-                        "INSERT INTO latest_facts (agent_id, kind, observed_at, body) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
-                         WHERE excluded.observed_at >= latest_facts.observed_at",
-                    )
-                    .bind(agent_id)
-                    .bind(&f.kind)
-                    .bind(f.observed_at)
-                    .bind(&f.body)
-                    .execute(&mut *tx)
-                    .await?;
+                    for f in it.facts.iter().filter(|f| f.latest) {
+                        let k = (it.agent_id.as_str(), f.kind.as_str());
+                        if latest.get(&k).is_none_or(|old| old.observed_at <= f.observed_at) {
+                            latest.insert(k, f);
+                        }
+                    }
+                    if it.seq == 0 {
+                        // Unsequenced batch: only the current state moves.
+                        outcomes.push(IngestOutcome { committed_seq: 0, duplicate: false });
+                        continue;
+                    }
+                    for (idx, f) in it.facts.iter().enumerate() {
+                        fact_rows.push((it.agent_id.as_str(), stream, seq_i, idx as i64, f));
+                    }
+                    for t in &it.templates {
+                        let k = (it.agent_id.as_str(), t.source_kind.as_str(), t.source_name.as_str(), t.template_id);
+                        match tmpl.get_mut(&k) {
+                            Some(m) => {
+                                m.count += t.count;
+                                m.burst |= t.burst;
+                                m.template.clone_from(&t.template);
+                                m.severity = m.severity.min(t.severity);
+                                m.first_seen = m.first_seen.min(t.first_seen);
+                                m.last_seen = m.last_seen.max(t.last_seen);
+                            }
+                            None => {
+                                tmpl.insert(k, t.clone());
+                            }
+                        }
+                    }
+                    committed.insert(key.clone(), seq_i);
+                    advanced.insert(key, seq_i);
+                    outcomes.push(IngestOutcome { committed_seq: it.seq, duplicate: false });
                 }
-                for t in templates {
-                    sqlx::query(
-                        "INSERT INTO log_templates (agent_id, source_kind, source_name, template_id, template, severity, count, bursts, first_seen, last_seen) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (agent_id, source_kind, source_name, template_id) DO UPDATE SET \
+                <$ty>::insert_facts(&mut tx, &fact_rows, now).await?;
+                let latest: Vec<_> = latest.into_iter().collect();
+                for chunk in latest.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO latest_facts (agent_id, kind, observed_at, body) ",
+                    );
+                    qb.push_values(chunk, |mut b, ((agent, kind), f)| {
+                        b.push_bind(*agent)
+                            .push_bind(*kind)
+                            .push_bind(f.observed_at)
+                            .push_bind(f.body.as_str());
+                    });
+                    qb.push(
+                        " ON CONFLICT (agent_id, kind) DO UPDATE SET observed_at = excluded.observed_at, body = excluded.body \
+                         WHERE excluded.observed_at >= latest_facts.observed_at",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let tmpl: Vec<_> = tmpl.into_iter().collect();
+                for chunk in tmpl.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO log_templates (agent_id, source_kind, source_name, template_id, template, severity, count, bursts, first_seen, last_seen) ",
+                    );
+                    qb.push_values(chunk, |mut b, ((agent, _, _, _), t)| {
+                        b.push_bind(*agent)
+                            .push_bind(t.source_kind.as_str())
+                            .push_bind(t.source_name.as_str())
+                            .push_bind(t.template_id as i64)
+                            .push_bind(t.template.as_str())
+                            .push_bind(t.severity)
+                            .push_bind(t.count)
+                            .push_bind(i64::from(t.burst))
+                            .push_bind(t.first_seen)
+                            .push_bind(t.last_seen);
+                    });
+                    qb.push(
+                        " ON CONFLICT (agent_id, source_kind, source_name, template_id) DO UPDATE SET \
                          count = log_templates.count + excluded.count, \
                          bursts = log_templates.bursts + excluded.bursts, \
                          template = excluded.template, \
                          severity = CASE WHEN excluded.severity < log_templates.severity THEN excluded.severity ELSE log_templates.severity END, \
                          first_seen = CASE WHEN excluded.first_seen < log_templates.first_seen THEN excluded.first_seen ELSE log_templates.first_seen END, \
                          last_seen = CASE WHEN excluded.last_seen > log_templates.last_seen THEN excluded.last_seen ELSE log_templates.last_seen END",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for ((agent, stream), seq) in &advanced {
+                    sqlx::query(
+                        "INSERT INTO streams (agent_id, stream_id, committed_seq, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
+                         committed_seq = CASE WHEN excluded.committed_seq > streams.committed_seq THEN excluded.committed_seq ELSE streams.committed_seq END, \
+                         updated_at = excluded.updated_at",
                     )
-                    .bind(agent_id)
-                    .bind(&t.source_kind)
-                    .bind(&t.source_name)
-                    .bind(t.template_id as i64)
-                    .bind(&t.template)
-                    .bind(t.severity)
-                    .bind(t.count)
-                    .bind(i64::from(t.burst))
-                    .bind(t.first_seen)
-                    .bind(t.last_seen)
+                    .bind(agent)
+                    .bind(*stream as i64)
+                    .bind(*seq)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query(
-                    "INSERT INTO streams (agent_id, stream_id, committed_seq, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
-                     committed_seq = CASE WHEN excluded.committed_seq > streams.committed_seq THEN excluded.committed_seq ELSE streams.committed_seq END, \
-                     updated_at = excluded.updated_at",
-                )
-                .bind(agent_id)
-                .bind(stream)
-                .bind(seq_i)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 tx.commit().await?;
-                Ok(IngestOutcome {
-                    committed_seq: seq,
-                    duplicate: false,
-                })
+                Ok(outcomes)
             }
 
             async fn latest_facts(&self, agent_id: &str) -> StoreResult<Vec<LatestFact>> {
@@ -897,5 +938,80 @@ macro_rules! impl_store {
     };
 }
 
-impl_store!(SqliteStore, "sqlite", SQLITE_MIGRATIONS);
-impl_store!(PgStore, "postgres", PG_MIGRATIONS);
+/// A fact row of a group commit: (agent, stream, seq, idx, fact).
+type FactRow<'a> = (&'a str, i64, i64, i64, &'a FactRecord);
+
+impl SqliteStore {
+    async fn insert_facts(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        rows: &[FactRow<'_>],
+        now: i64,
+    ) -> StoreResult<()> {
+        for chunk in rows.chunks(500) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO facts (agent_id, stream_id, seq, idx, kind, observed_at, received_at, body) ",
+            );
+            qb.push_values(chunk, |mut b, (agent, stream, seq, idx, f)| {
+                b.push_bind(*agent)
+                    .push_bind(*stream)
+                    .push_bind(*seq)
+                    .push_bind(*idx)
+                    .push_bind(f.kind.as_str())
+                    .push_bind(f.observed_at)
+                    .push_bind(now)
+                    .push_bind(f.body.as_str());
+            });
+            qb.push(" ON CONFLICT (agent_id, stream_id, seq, idx) DO NOTHING");
+            qb.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// One statement with array parameters: the same SQL text every time, so
+    /// PostgreSQL plans it once (a multi-row VALUES list is re-planned per size).
+    async fn insert_facts(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        rows: &[FactRow<'_>],
+        now: i64,
+    ) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let agents: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let streams: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let idxs: Vec<i64> = rows.iter().map(|r| r.3).collect();
+        let kinds: Vec<&str> = rows.iter().map(|r| r.4.kind.as_str()).collect();
+        let observed: Vec<i64> = rows.iter().map(|r| r.4.observed_at).collect();
+        let bodies: Vec<&str> = rows.iter().map(|r| r.4.body.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO facts (agent_id, stream_id, seq, idx, kind, observed_at, received_at, body) \
+             SELECT a, s, q, i, k, o, $8, b FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[]) \
+             AS t(a, s, q, i, k, o, b) ON CONFLICT (agent_id, stream_id, seq, idx) DO NOTHING",
+        )
+        .bind(agents)
+        .bind(streams)
+        .bind(seqs)
+        .bind(idxs)
+        .bind(kinds)
+        .bind(observed)
+        .bind(bodies)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+// SQLite: take the write lock at BEGIN so a transaction that reads first never
+// fails to upgrade ("database is locked") while another one commits.
+impl_store!(
+    SqliteStore,
+    "sqlite",
+    SQLITE_MIGRATIONS,
+    sqlx::Sqlite,
+    "BEGIN IMMEDIATE"
+);
+impl_store!(PgStore, "postgres", PG_MIGRATIONS, sqlx::Postgres, "BEGIN");
