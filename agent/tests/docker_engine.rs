@@ -199,7 +199,9 @@ async fn memory_limit_oom_gives_an_oom_event() {
         .find(|e| e.kind == ContainerEventKind::Die)
         .unwrap();
     assert_eq!(die.exit_code, Some(137));
-    assert_eq!(count_kind(&c.seen, &id, ContainerEventKind::Oom), 1);
+    // The engine reports each cgroup OOM event it sees; under load the kernel
+    // can record two for one kill (seen in CI), so "at least one" is the contract.
+    assert!(count_kind(&c.seen, &id, ContainerEventKind::Oom) >= 1);
     let inv = inventory(&engine).await.unwrap();
     let f = inv.containers.iter().find(|f| f.id == id).unwrap();
     assert_eq!(f.memory_limit, Some(limit as u64));
