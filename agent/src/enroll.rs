@@ -271,3 +271,110 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
 pub fn is_enrolled(dir: &Path) -> bool {
     dir.join(crate::state::ENROLLMENT_FILE).exists()
 }
+
+/// The user the packaged service runs as (`packaging/agent/wingman-agent.sysusers`).
+pub const SERVICE_USER: &str = "wingman";
+
+/// A local account: its uid and primary gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Finds `name` in passwd-format text (`name:x:uid:gid:gecos:home:shell`).
+pub fn account_in(passwd: &str, name: &str) -> Option<Account> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some(Account { uid, gid })
+    })
+}
+
+/// Looks `name` up in `/etc/passwd`. Service users created by sysusers.d,
+/// `adduser --system` or `useradd --system` are local, so NSS is not needed.
+pub fn system_account(name: &str) -> Option<Account> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    account_in(&passwd, name)
+}
+
+/// Whether this process runs as root (the owner of `/proc/self`, no libc needed).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Gives `dir` and everything below it to `account`. Symbolic links are
+/// changed themselves, never followed.
+pub fn chown_tree(dir: &Path, account: Account) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(account.uid), Some(account.gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            chown_tree(&entry?.path(), account)?;
+        }
+    }
+    Ok(())
+}
+
+/// After `enroll` ran as root: hands the state directory to [`SERVICE_USER`]
+/// when that user exists (the package creates it), so the service, which runs
+/// as that user, can read its key and write renewals. Returns the user name
+/// when it changed the owner.
+pub fn hand_over_state(dir: &Path) -> std::io::Result<Option<&'static str>> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    let Some(account) = system_account(SERVICE_USER) else {
+        return Ok(None);
+    };
+    chown_tree(dir, account)?;
+    Ok(Some(SERVICE_USER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_accounts_in_passwd_text() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      wingman-hub:x:998:997:Wingman hub:/var/lib/wingman-hub:/usr/sbin/nologin\n\
+                      wingman:x:999:999:Wingman node agent:/var/lib/wingman-agent:/usr/sbin/nologin\n";
+        assert_eq!(
+            account_in(passwd, "wingman"),
+            Some(Account { uid: 999, gid: 999 })
+        );
+        assert_eq!(
+            account_in(passwd, "wingman-hub"),
+            Some(Account { uid: 998, gid: 997 })
+        );
+        assert_eq!(account_in(passwd, "wing"), None);
+        assert_eq!(account_in("broken:x:abc:1::/:/bin/sh", "broken"), None);
+    }
+
+    #[test]
+    fn chown_tree_to_self_walks_without_following_links() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("raw")).unwrap();
+        std::fs::write(d.path().join("raw/seg"), b"x").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", d.path().join("dangling")).unwrap();
+        let m = std::fs::metadata(d.path()).unwrap();
+        let me = Account {
+            uid: m.uid(),
+            gid: m.gid(),
+        };
+        chown_tree(d.path(), me).unwrap();
+        assert_eq!(
+            std::fs::metadata(d.path().join("raw/seg")).unwrap().uid(),
+            me.uid
+        );
+    }
+}

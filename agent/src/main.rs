@@ -159,10 +159,28 @@ fn real_main() -> anyhow::Result<()> {
                     hostname: sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into()),
                 };
                 let id = enroll(&opts).await?;
+                let owner = wingman_agent::enroll::hand_over_state(&config.state_dir)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "enrolled, but cannot give {} to the service user: {e}",
+                            config.state_dir.display()
+                        )
+                    })?;
+                let owned = owner
+                    .map(|u| format!(" (owned by user {u})"))
+                    .unwrap_or_default();
+                // The packaged unit waits for the enrollment record
+                // (ConditionPathExists); with systemd the one next step is
+                // to enable it, without it to run the agent directly.
+                let start = if std::path::Path::new("/run/systemd/system").exists() {
+                    "systemctl enable --now wingman-agent"
+                } else {
+                    "wingman-agent run"
+                };
                 #[allow(clippy::print_stdout)]
                 {
                     println!(
-                        "Enrolled as agent {} with hub {}.\nState written to {}.\nStart the agent with:\n  systemctl enable --now wingman-agent\n(or run `wingman-agent run` in the foreground)",
+                        "Enrolled as agent {} with hub {}.\nState written to {}{owned}.\nStart the agent now and at every boot:\n  {start}",
                         id.enrollment.agent_id,
                         id.enrollment.hub,
                         config.state_dir.display()

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod http;
 pub mod incidents;
 pub mod ingest;
+pub mod init;
 pub mod metrics;
 pub mod pki;
 pub mod skills;

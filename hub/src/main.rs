@@ -42,6 +42,9 @@ enum Command {
         #[arg(long)]
         quic: Option<SocketAddr>,
     },
+    /// Set up this hub: settings, secrets and the admin account, then print
+    /// the next steps. Asks on standard input; `--yes` asks nothing.
+    Init(wingman_hub::init::InitArgs),
     /// Run the hub on SQLite in ./wingman-data with an agent for this machine.
     Quickstart {
         /// HTTP listen address.
@@ -160,6 +163,19 @@ fn real_main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::DefaultConfig) {
         print!("{}", HubConfig::example());
         return Ok(());
+    }
+    if let Command::Init(args) = &cli.command {
+        return wingman_hub::init::main(
+            args,
+            &wingman_hub::init::InitPaths {
+                config: cli
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(wingman_hub::config::DEFAULT_CONFIG_FILE)),
+                data_dir: cli.data_dir.clone(),
+                database_url: cli.database_url.clone(),
+            },
+        );
     }
     let mut config = HubConfig::load(cli.config.clone())?;
     if let Command::Skills {
@@ -328,7 +344,7 @@ fn real_main() -> anyhow::Result<()> {
                 let key = commands::create_api_key(&hub, &name, &user, days).await?;
                 println!("API key {name:?} for user {user} (valid {days} days; shown only once):\n  {key}\n\nUse it as:  curl -H 'Authorization: Bearer {key}' http://HUB/api/v1/nodes");
             }
-            Command::DefaultConfig | Command::Skills { .. } => {}
+            Command::DefaultConfig | Command::Skills { .. } | Command::Init(_) => {}
         }
         Ok(())
     })

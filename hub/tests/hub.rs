@@ -14,6 +14,7 @@ mod delivery;
 mod docker;
 mod http_auth;
 mod incidents;
+mod init;
 mod link;
 mod logs;
 mod skills;
