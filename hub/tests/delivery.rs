@@ -734,3 +734,71 @@ async fn a_failed_commit_is_not_acknowledged_and_is_replayed_after_recovery() {
         agent.stats().facts_spooled
     );
 }
+
+// ---------------------------------------------------------------------------
+// The spool directory deleted while the agent runs: reported, recovered.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_directory_deleted_while_running_is_recreated_and_the_loss_counted() {
+    let th = TestHub::start(|_| {}).await;
+    let relay = Relay::start(th.quic).await;
+    let agent_dir = th.dir.path().join("agent");
+    let id = th.enroll(&agent_dir).await;
+    let agent_id = id.enrollment.agent_id.clone();
+    let log = th.dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let relay_addr = relay.addr.to_string();
+    let mut agent = TestAgent::start_with(&agent_dir, |cfg| {
+        file_source(&log)(cfg);
+        cfg.hub = Some(relay_addr.clone());
+    });
+    eventually(Duration::from_secs(10), "connected", || async {
+        (agent.stats().sessions >= 1).then_some(())
+    })
+    .await;
+    // Batches pile up in the spool while the hub is unreachable...
+    relay.set_cut(true);
+    let mut written = 0;
+    while agent.stats().spool_depth < 5 {
+        write_lines(&log, written, 20);
+        written += 20;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(written < 20_000, "nothing spooled");
+    }
+    // ...and the whole spool directory disappears.
+    std::fs::remove_dir_all(agent_dir.join("spool")).unwrap();
+    write_lines(&log, written, 20);
+    written += 20;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    relay.set_cut(false);
+    let store = th.hub.store.clone();
+    drained(&agent).await;
+    let s = agent.stats();
+    let acc = eventually(Duration::from_secs(30), "the loss reported", || {
+        let (st, a) = (&store, &agent_id);
+        async move {
+            let acc = st.gap_accounting(a).await.unwrap();
+            (acc.reports >= 1).then_some(acc)
+        }
+    })
+    .await;
+    assert!(
+        agent_dir.join("spool").is_dir(),
+        "the spool directory was recreated"
+    );
+    assert_eq!(
+        committed_facts(&store, &agent_id).await + acc.lost_facts,
+        s.facts_spooled,
+        "committed + lost == generated ({acc:?}, {s:?})"
+    );
+    // Lines written after the deletion arrive.
+    write_lines(&log, written, 20);
+    let before = probe_lines(&store, &agent_id).await;
+    eventually(Duration::from_secs(30), "lines after recovery", || {
+        let (st, a) = (&store, &agent_id);
+        async move { (probe_lines(st, a).await >= before + 20).then_some(()) }
+    })
+    .await;
+    agent.stop().await;
+}
