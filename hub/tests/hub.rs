@@ -16,6 +16,8 @@ mod http_auth;
 mod incidents;
 mod init;
 mod link;
+mod llm;
 mod logs;
+mod notify;
 mod skills;
 mod store_suite;
