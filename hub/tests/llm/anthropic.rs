@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use wingman_hub::llm::{self, AnthropicConfig, AnthropicProvider, LlmError, PromptRef, Provider};
 use super::support::*;
+use wingman_hub::llm::{self, AnthropicConfig, AnthropicProvider, LlmError, PromptRef, Provider};
 
 fn provider(base: &str, extra: &str) -> AnthropicProvider {
     let cfg: AnthropicConfig = toml::from_str(&format!(

@@ -2,8 +2,10 @@
 
 use serde_json::json;
 
-use wingman_hub::llm::{self, Embedder, LlmError, OllamaConfig, OllamaProvider, PromptRef, Provider};
 use super::support::*;
+use wingman_hub::llm::{
+    self, Embedder, LlmError, OllamaConfig, OllamaProvider, PromptRef, Provider,
+};
 
 pub(crate) fn config(base: &str, extra: &str) -> OllamaConfig {
     toml::from_str(&format!(

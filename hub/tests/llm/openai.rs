@@ -4,8 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use wingman_hub::llm::{self, LlmError, OpenAiConfig, OpenAiProvider, PromptRef, Provider, TaskKind};
 use super::support::*;
+use wingman_hub::llm::{
+    self, LlmError, OpenAiConfig, OpenAiProvider, PromptRef, Provider, TaskKind,
+};
 
 fn provider(base: &str, retry: &llm::RetryPolicy, extra: &str) -> OpenAiProvider {
     let cfg: OpenAiConfig = toml::from_str(&format!(

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use wingman_hub::llm::{self, LlmError, OpenRouterConfig, OpenRouterProvider, PromptRef, Provider};
 use super::support::*;
+use wingman_hub::llm::{self, LlmError, OpenRouterConfig, OpenRouterProvider, PromptRef, Provider};
 
 fn provider(base: &str) -> OpenRouterProvider {
     let cfg: OpenRouterConfig = toml::from_str(&format!(

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use serde_json::json;
 use wingman_protocol::logs::{MaskedTemplate, RedactedExample, Redactor, Severity};
 
+use super::support::*;
 use wingman_hub::llm::{
     self, AnthropicConfig, AnthropicProvider, FactKind, FactLine, LlmError, OllamaProvider,
     OpenAiConfig, OpenAiProvider, OpenRouterConfig, OpenRouterProvider, PromptBuilder, PromptRef,
     Provider, TaskKind,
 };
-use super::support::*;
 
 const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRETS: &[&str] = &[
@@ -93,7 +93,7 @@ async fn secrets_never_reach_any_provider() {
             &d_an,
         ),
         (
-            Arc::new(OllamaProvider::new(&crate::ollama::config(&d_ol.base, ""), &retry).unwrap()),
+            Arc::new(OllamaProvider::new(&super::ollama::config(&d_ol.base, ""), &retry).unwrap()),
             &d_ol,
         ),
     ];
@@ -134,7 +134,7 @@ async fn local_prompt_goes_only_to_local_providers() {
     let r = Redactor::default();
     // Not granted unless widen_local = true.
     assert!(
-        crate::ollama::config("http://127.0.0.1:1", "")
+        super::ollama::config("http://127.0.0.1:1", "")
             .widen_local_grant()
             .is_none()
     );
@@ -143,7 +143,7 @@ async fn local_prompt_goes_only_to_local_providers() {
         vec![Canned::ok(ollama_reply(&explanation().to_string()))],
     )
     .await;
-    let ocfg = crate::ollama::config(&d_ol.base, "widen_local = true");
+    let ocfg = super::ollama::config(&d_ol.base, "widen_local = true");
     let grant = ocfg.widen_local_grant().unwrap();
     let mut b = PromptBuilder::new(TaskKind::Narrative, &r).widen_local(grant);
     b.fact(&FactLine::new("pve1", FactKind::Storage, "local-lvm full"));
