@@ -74,6 +74,10 @@ pub struct ProxmoxSection {
     pub tasks_dir: std::path::PathBuf,
     /// API sweep interval.
     pub interval_secs: u64,
+    /// What the hub may ask this node to do to its guests (`[proxmox.policy]`):
+    /// destructive actions (hard stop, rollback) are refused unless
+    /// `allow_destructive = true`.
+    pub policy: crate::pve::LocalPolicy,
 }
 
 impl Default for ProxmoxSection {
@@ -87,6 +91,7 @@ impl Default for ProxmoxSection {
             node: None,
             tasks_dir: std::path::PathBuf::from("/var/log/pve/tasks"),
             interval_secs: 30,
+            policy: crate::pve::LocalPolicy::default(),
         }
     }
 }

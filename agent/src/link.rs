@@ -128,8 +128,8 @@ struct Agent {
     stats: Arc<Mutex<LinkStats>>,
     cursors: CursorStore,
     logs: Option<mpsc::Receiver<LogBatch>>,
-    action_tx: mpsc::Sender<ActionOutcome>,
-    action_rx: mpsc::Receiver<ActionOutcome>,
+    action_tx: mpsc::Sender<ActionDone>,
+    action_rx: mpsc::Receiver<ActionDone>,
 }
 
 /// How often the spool's group commit and retries run.
@@ -243,7 +243,7 @@ pub async fn run(
         );
     }
     drop(batch_tx);
-    let (action_tx, action_rx) = mpsc::channel::<ActionOutcome>(16);
+    let (action_tx, action_rx) = mpsc::channel::<ActionDone>(16);
     let mut agent = Agent {
         action_tx,
         action_rx,
@@ -508,12 +508,27 @@ impl Agent {
                         paused_until = None;
                     }
                 }
-                outcome = self.action_rx.recv() => {
-                    if let Some(outcome) = outcome {
+                done = self.action_rx.recv() => match done {
+                    Some(ActionDone::Docker(outcome)) => {
                         info!(id = outcome.id, ok = outcome.result.ok, refused = outcome.result.refused, "action finished");
                         send(&mut tx, &AgentMessage::ActionOutcome(outcome)).await.map_err(lost)?;
                     }
-                }
+                    Some(ActionDone::Pve(id, result)) => {
+                        let reply = pve_command_result(id, &result);
+                        info!(id, ok = reply.ok, outcome = ?result.outcome, "Proxmox action finished");
+                        // The full result (UPID, task chain, HA state) is a
+                        // fact: spooled like any other, so it is never lost.
+                        self.take_batch(Some(LogBatch {
+                            facts: vec![Fact {
+                                observed_at_ms: crate::now_ms(),
+                                body: FactBody::Pve(wingman_protocol::pve::PveFact::Action(*result)),
+                            }],
+                            checkpoint: Vec::new(),
+                        }));
+                        send(&mut tx, &AgentMessage::CommandResult(reply)).await.map_err(lost)?;
+                    }
+                    None => {}
+                },
                 batch = recv_logs(&mut self.logs), if self.stalled.is_none() => self.take_batch(batch),
                 () = tokio::time::sleep_until(renew_at), if pending_key.is_none() => {
                     match crate::enroll::new_key_and_csr(&self.identity.enrollment.agent_id) {
@@ -578,6 +593,9 @@ impl Agent {
                             }
                             CommandBody::Docker(action) => {
                                 self.spawn_docker_action(cmd.id, action);
+                            }
+                            CommandBody::Pve(action) => {
+                                self.spawn_pve_action(cmd.id, action);
                             }
                         },
                         HubMessage::Refused(r) => return Err(Outcome::Refused(r.reason)),
@@ -803,9 +821,104 @@ impl Agent {
                     },
                 }
             };
-            let _ = tx.send(ActionOutcome { id, result }).await;
+            let _ = tx.send(ActionDone::Docker(ActionOutcome { id, result })).await;
         });
     }
+
+    /// Runs a Proxmox VE guest action under the node's `[proxmox.policy]`.
+    fn spawn_pve_action(&self, id: u64, action: wingman_protocol::pve::PveAction) {
+        let cfg = self.config.proxmox.clone();
+        let is_pve = self.kind == HostKind::Proxmox;
+        let tx = self.action_tx.clone();
+        tokio::spawn(async move {
+            let result = run_pve_action(&cfg, is_pve, &action).await;
+            let _ = tx.send(ActionDone::Pve(id, Box::new(result))).await;
+        });
+    }
+}
+
+/// A finished action, back to the event loop.
+#[derive(Debug)]
+enum ActionDone {
+    /// A container action.
+    Docker(ActionOutcome),
+    /// A Proxmox VE guest action (command id, result).
+    Pve(u64, Box<wingman_protocol::pve::ActionResult>),
+}
+
+/// The short result the hub's command waiter gets for a PVE action.
+fn pve_command_result(id: u64, r: &wingman_protocol::pve::ActionResult) -> CommandResult {
+    use wingman_protocol::pve::ActionOutcome as O;
+    let ok = r.outcome == O::Completed && r.status.is_success();
+    let upid = r.upid.as_ref().map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+    let what = match r.outcome {
+        O::Completed => format!("{} ({})", r.status, upid),
+        O::Refused => "refused by the node's policy".to_string(),
+        O::RequestFailed => "the Proxmox API rejected the request".to_string(),
+        O::TimedOut => format!("still running after the follow deadline ({upid})"),
+    };
+    let mut detail = format!("{} {} {}: {what}", r.action, r.kind.as_str(), r.vmid);
+    if !r.message.is_empty() {
+        detail.push_str(": ");
+        detail.push_str(&r.message);
+    }
+    CommandResult { id, ok, detail }
+}
+
+/// Executes `action` through the local API, or explains why it cannot.
+async fn run_pve_action(
+    cfg: &crate::config::ProxmoxSection,
+    is_pve: bool,
+    action: &wingman_protocol::pve::PveAction,
+) -> wingman_protocol::pve::ActionResult {
+    use wingman_protocol::pve::{ActionOutcome as O, ActionResult, TaskStatus};
+    let refuse = |outcome: O, message: String| ActionResult {
+        action: action.name().to_string(),
+        node: action.guest.node.clone(),
+        vmid: action.guest.vmid,
+        kind: action.guest.kind,
+        outcome,
+        upid: None,
+        status: TaskStatus::Failed(message.clone()),
+        chain: Vec::new(),
+        ha_state: None,
+        message,
+        duration_ms: 0,
+    };
+    if !is_pve || !cfg.enabled {
+        return refuse(
+            O::Refused,
+            "the Proxmox VE integration is not active on this node".into(),
+        );
+    }
+    let (Some(token_id), Some(secret), Some(fp)) = (
+        cfg.token_id.as_deref(),
+        cfg.token_secret.as_ref(),
+        cfg.fingerprint
+            .as_deref()
+            .and_then(|f| crate::pve::client::parse_fingerprint(f).ok()),
+    ) else {
+        return refuse(
+            O::RequestFailed,
+            "the Proxmox API is not configured: set [proxmox] token_id, token_secret and fingerprint".into(),
+        );
+    };
+    let mut c = crate::pve::PveClientConfig::new(token_id, secret.expose(), fp);
+    c.base_url = cfg.base_url.clone();
+    let mut result = match crate::pve::PveClient::new(&c) {
+        Ok(client) => {
+            crate::pve::execute(&client, &cfg.policy, action, &crate::pve::ExecOptions::default())
+                .await
+        }
+        Err(e) => refuse(O::RequestFailed, e.to_string()),
+    };
+    // The message can come from a task log: redact before it leaves.
+    let redactor = wingman_protocol::logs::Redactor::new(&Default::default());
+    result.message = redactor.redact(&result.message).text.into_owned();
+    if let TaskStatus::Failed(text) = &result.status {
+        result.status = TaskStatus::Failed(redactor.redact(text).text.into_owned());
+    }
+    result
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@ use wingman_agent::layer::{self, ConfigError};
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/wingman/hub.toml";
 /// Environment prefix, e.g. `WINGMAN_HUB__HTTP__LISTEN=0.0.0.0:8080`.
 pub const ENV_PREFIX: &str = "WINGMAN_HUB__";
+/// The credentials file's name, next to the config file.
+pub const CREDENTIALS_FILE: &str = "hub.credentials";
 
 /// The hub's settings.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
     /// Data directory: CA, SQLite database.
@@ -36,6 +38,55 @@ pub struct HubConfig {
     pub agents: AgentsConfig,
     /// Web authentication policy.
     pub auth: AuthConfig,
+    /// Notification channels and routing (`[notify]`); a document saved in
+    /// the dashboard replaces this table.
+    pub notify: crate::notify::NotifyConfig,
+    /// How long facts, summaries and resolved incidents are kept.
+    pub retention: RetentionConfig,
+    /// The Proxmox VE notification webhook receiver.
+    pub pve: PveHubConfig,
+    /// LLM providers (`[llm]`; keys usually in `hub.credentials`).
+    pub llm: crate::llm::LlmConfig,
+}
+
+/// `[retention]`: what is kept, in days, and how often it is pruned.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Facts and webhook events (default 30 days).
+    pub facts_days: u32,
+    /// Log template summaries, by last sighting (default 90 days).
+    pub summaries_days: u32,
+    /// Resolved incidents, by resolution time (default 365 days).
+    pub resolved_incidents_days: u32,
+    /// How often the pruner runs (default 3600 s).
+    pub prune_interval_secs: u64,
+    /// Largest page the list APIs return (default 200).
+    pub max_page_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            facts_days: 30,
+            summaries_days: 90,
+            resolved_incidents_days: 365,
+            prune_interval_secs: 3600,
+            max_page_size: 200,
+        }
+    }
+}
+
+/// `[pve]`: the receiver for PVE 8.3+ notification webhooks.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PveHubConfig {
+    /// Shared secret PVE sends as `Authorization: Bearer <token>`; empty
+    /// disables the endpoint. Put it in `/etc/wingman/hub.credentials` or
+    /// `WINGMAN_HUB__PVE__WEBHOOK_TOKEN`, not in a world-readable file.
+    pub webhook_secret: Option<crate::notify::Secret>,
+    /// Largest webhook body accepted, bytes (default 256 KiB).
+    pub webhook_max_body: Option<usize>,
 }
 
 /// QUIC listener.
@@ -108,6 +159,10 @@ impl Default for HubConfig {
             http: HttpConfig::default(),
             agents: AgentsConfig::default(),
             auth: AuthConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
+            retention: RetentionConfig::default(),
+            pve: PveHubConfig::default(),
+            llm: crate::llm::LlmConfig::default(),
         }
     }
 }
@@ -171,6 +226,10 @@ impl std::fmt::Debug for HubConfig {
             .field("http", &self.http)
             .field("agents", &self.agents)
             .field("auth", &self.auth)
+            .field("notify", &self.notify)
+            .field("retention", &self.retention)
+            .field("pve", &self.pve)
+            .field("llm", &self.llm)
             .finish()
     }
 }
@@ -186,7 +245,10 @@ impl HubConfig {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let cfg: Self = layer::load(&[path], ENV_PREFIX, std::env::vars())?;
+        // Secrets live beside the config in `hub.credentials` (0600, written
+        // by `wingman-hub init`); it is merged over the config file.
+        let credentials = path.with_file_name(CREDENTIALS_FILE);
+        let cfg: Self = layer::load(&[path, credentials], ENV_PREFIX, std::env::vars())?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -210,6 +272,26 @@ impl HubConfig {
         }
         if self.agents.ingest_queue == 0 || self.quic.max_connections == 0 {
             return bad("agents.ingest_queue and quic.max_connections must be at least 1");
+        }
+        let r = &self.retention;
+        if r.facts_days == 0 || r.summaries_days == 0 || r.resolved_incidents_days == 0 {
+            return bad("retention.*_days must be at least 1");
+        }
+        if r.prune_interval_secs < 10 || !(10..=10_000).contains(&r.max_page_size) {
+            return bad(
+                "retention.prune_interval_secs must be at least 10 and retention.max_page_size between 10 and 10000",
+            );
+        }
+        if let Err(e) = self.notify.validate() {
+            return Err(ConfigError::Invalid(e.to_string()));
+        }
+        if self
+            .pve
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|t| !t.is_empty() && t.expose().len() < 16)
+        {
+            return bad("pve.webhook_secret must be at least 16 characters");
         }
         if !self.database_url.is_empty()
             && !self.database_url.starts_with("sqlite:")
@@ -262,6 +344,6 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         let parsed: HubConfig = toml::from_str(HubConfig::example()).unwrap();
-        assert_eq!(parsed, HubConfig::default());
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", HubConfig::default()));
     }
 }

@@ -16,14 +16,10 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wingman_protocol::docker::ContainerEventKind as DockerEventKind;
-use wingman_protocol::pve::PveFact;
-use wingman_protocol::{Fact, FactBody};
 
 use crate::Hub;
 use crate::engine::{
-    Action, Command, ContainerEventKind, Engine, EngineConfig, FsSample, Incident, LogSourceKind,
-    Signal, SignalBody,
+    Action, Command, Engine, EngineConfig, Incident, Signal, SignalBody,
 };
 use crate::store::IncidentRow;
 
@@ -124,116 +120,33 @@ pub fn row(i: &Incident) -> IncidentRow {
     }
 }
 
-/// Maps committed facts of one node to engine signals.
-pub fn signals_from_facts(node: &str, facts: &[Fact]) -> Vec<Signal> {
-    let n = || node.to_string();
-    let pct = |used: u64, total: u64| {
-        if total == 0 {
-            0.0
-        } else {
-            (used as f64 / total as f64 * 100.0) as f32
-        }
-    };
-    let mut out = Vec::new();
-    for f in facts {
-        let at = f.observed_at_ms;
-        match &f.body {
-            FactBody::Host(h) => out.push(Signal::new(
-                at,
-                SignalBody::HostSample {
-                    node: n(),
-                    cpu_pct: h.cpu_usage_pct,
-                    mem_pct: pct(h.mem_used, h.mem_total),
-                    swap_pct: pct(h.swap_used, h.swap_total),
-                    load1: h.load[0],
-                    cpu_count: h.cpu_count,
-                    iowait_pct: None,
-                    filesystems: h
-                        .filesystems
-                        .iter()
-                        .map(|fs| FsSample {
-                            mount: fs.mount.clone(),
-                            total_bytes: fs.total,
-                            avail_bytes: fs.available,
-                        })
-                        .collect(),
-                },
-            )),
-            FactBody::LogSummary(s) => {
-                let kind = match s.source.kind {
-                    wingman_protocol::logs::LogSourceKind::Journal => LogSourceKind::Journal,
-                    wingman_protocol::logs::LogSourceKind::File => LogSourceKind::File,
-                    wingman_protocol::logs::LogSourceKind::Container => LogSourceKind::Container,
-                };
-                for t in &s.templates {
-                    out.push(Signal::new(
-                        t.last_seen_ms,
-                        SignalBody::LogTemplate {
-                            node: n(),
-                            source_kind: kind,
-                            source: s.source.name.clone(),
-                            template_id: t.template_id,
-                            template: t.template.as_str().to_string(),
-                            count: t.count,
-                            severity: t.severity.priority(),
-                            new_template: t.new_template,
-                            burst: t.burst,
-                        },
-                    ));
-                }
-            }
-            FactBody::ContainerEvent(e) => {
-                let kind = match e.kind {
-                    DockerEventKind::Die => ContainerEventKind::Die,
-                    DockerEventKind::Oom => ContainerEventKind::Oom,
-                    DockerEventKind::Restart => ContainerEventKind::Restart,
-                    DockerEventKind::Start => ContainerEventKind::Start,
-                    DockerEventKind::Stop => ContainerEventKind::Stop,
-                    DockerEventKind::Kill => ContainerEventKind::Kill,
-                    DockerEventKind::Destroy => ContainerEventKind::Destroy,
-                    DockerEventKind::HealthStatus => match e.health.as_deref() {
-                        Some("unhealthy") => ContainerEventKind::Unhealthy,
-                        Some("healthy") => ContainerEventKind::Healthy,
-                        _ => ContainerEventKind::Other,
-                    },
-                };
-                out.push(Signal::new(
-                    e.at_ms,
-                    SignalBody::ContainerEvent {
-                        node: n(),
-                        container: e.name.clone(),
-                        kind,
-                        exit_code: e.exit_code,
-                    },
-                ));
-            }
-            FactBody::RestartLoop(r) => out.push(Signal::new(
-                at,
-                SignalBody::ContainerRestartLoop {
-                    node: n(),
-                    container: r.name.clone(),
-                    restarts: r.restarts,
-                    window_s: r.window_s,
-                },
-            )),
-            FactBody::Pve(PveFact::Task(t)) if t.status.is_finished() => {
-                let status = t.status.to_string();
-                out.push(Signal::new(
-                    t.end_ms.unwrap_or(at),
-                    SignalBody::TaskFinished {
-                        node: n(),
-                        upid: t.upid.to_string(),
-                        task_type: t.upid.task_type.clone(),
-                        guest_id: t.upid.id.parse().ok(),
-                        ok: t.status.is_success(),
-                        status_text: status,
-                    },
-                ));
-            }
-            _ => {}
-        }
+pub use crate::signal_map::{FactMapper, signals_from_facts};
+
+/// The notifier's view of an engine notification.
+fn notify_event(
+    engine: &Engine,
+    n: &crate::engine::Notification,
+) -> crate::notify::IncidentEvent {
+    use crate::engine::NotifyKind;
+    use crate::notify::Transition;
+    let incident = engine.incident(&n.incident_id);
+    crate::notify::IncidentEvent {
+        incident: crate::notify::Incident {
+            id: n.incident_id.clone(),
+            title: n.title.clone(),
+            severity: n.severity,
+            nodes: incident.map(|i| i.nodes.clone()).unwrap_or_default(),
+            narrative: incident.map(|i| i.narrative.clone()).unwrap_or_default(),
+            // Filled in by the notification task from its `dashboard_url`.
+            url: None,
+        },
+        transition: match n.kind {
+            NotifyKind::Opened => Transition::Opened,
+            NotifyKind::Escalated => Transition::Escalated,
+            NotifyKind::Reopened => Transition::Reopened,
+            NotifyKind::Resolved => Transition::Resolved,
+        },
     }
-    out
 }
 
 /// Runs the engine until `shutdown`.
@@ -302,6 +215,7 @@ pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: Cancel
                 | Action::IncidentReopened(i) => i,
                 Action::Notify(n) => {
                     info!(incident = %n.incident_id, severity = n.severity.as_str(), kind = ?n.kind, "incident notification");
+                    hub.notify.event(notify_event(&engine, &n));
                     continue;
                 }
             };

@@ -8,7 +8,7 @@
 //!   [`HubConfig`], which rejects unknown keys, before anything is written);
 //! - writes the credentials file (`hub.credentials`, mode 0600, owned by the
 //!   service user): `[pve] webhook_secret` (generated unless given) and
-//!   `[llm.PROVIDER] api_key` entries. The hub does not read it yet;
+//!   `[llm.PROVIDER] api_key` entries, which the hub merges over `hub.toml`;
 //! - opens the store (creating the CA and the database) and creates the admin
 //!   user, or sets its password when it exists;
 //! - when run as root, gives the data dir to the service user;
@@ -630,7 +630,8 @@ pub async fn apply(plan: &InitPlan) -> anyhow::Result<InitOutcome> {
     // Round trip: what is written loads as the hub will load it.
     let reread: HubConfig = toml::from_str(&config_text)
         .map_err(|e| anyhow::anyhow!("the settings do not round-trip: {}", e.message()))?;
-    if reread != plan.config {
+    // (Compared through `Debug`, which shows every setting but no secret.)
+    if format!("{reread:?}") != format!("{:?}", plan.config) {
         bail!("the settings do not round-trip through TOML");
     }
     // Root keeps the config; the service user's group may read it (0640).

@@ -18,6 +18,8 @@ pub mod llm;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
+pub mod retention;
+pub mod signal_map;
 pub mod skills;
 pub mod store;
 pub mod transport;
@@ -80,6 +82,10 @@ pub struct Hub {
     /// Delivery counters (`/metrics`, node pages).
     pub metrics: Arc<metrics::Metrics>,
     engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
+    /// The notification task's handle.
+    pub notify: notify::service::Notify,
+    notify_rx:
+        Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<notify::service::NotifyInput>>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -108,6 +114,7 @@ impl Hub {
             tracing::warn!(problem = %p, "skill skipped");
         }
         let (incidents, engine_rx) = incidents::Incidents::new();
+        let (notify, notify_rx) = notify::service::Notify::new();
         // SQLite has one writer at a time; PostgreSQL commits in parallel.
         let writers = if store.backend() == "postgres" { 2 } else { 1 };
         let (ingest_queue, ingest_rx) =
@@ -115,6 +122,8 @@ impl Hub {
         Ok(Self {
             incidents,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
+            notify,
+            notify_rx: Arc::new(std::sync::Mutex::new(Some(notify_rx))),
             metrics: Arc::new(metrics::Metrics::default()),
             skills: Arc::new(skills),
             ingest: ingest_queue,
@@ -172,6 +181,23 @@ impl Listeners {
     }
 }
 
+/// The notification settings to start with: the dashboard-saved document
+/// when there is a valid one, else `[notify]` from the config.
+async fn notify_settings(hub: &Hub) -> (notify::NotifyConfig, notify::service::ConfigSource) {
+    use notify::service::{ConfigSource, SETTING_KEY};
+    match hub.store.get_setting(SETTING_KEY).await {
+        Ok(Some(row)) => match serde_json::from_str::<notify::NotifyConfig>(&row.value) {
+            Ok(c) => return (c, ConfigSource::Dashboard),
+            Err(error) => {
+                tracing::warn!(%error, "saved notification settings are invalid; using hub.toml")
+            }
+        },
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot read notification settings; using hub.toml"),
+    }
+    (hub.config.notify.clone(), ConfigSource::File)
+}
+
 /// Runs the hub on `listeners` until `shutdown` fires, then drains tasks for
 /// up to 10 seconds.
 pub async fn run(
@@ -214,6 +240,11 @@ pub async fn run(
     if let Some(rx) = hub.engine_rx.lock().ok().and_then(|mut r| r.take()) {
         tracker.spawn(incidents::run(hub.clone(), rx, shutdown.clone()));
     }
+    if let Some(rx) = hub.notify_rx.lock().ok().and_then(|mut r| r.take()) {
+        let (config, source) = notify_settings(&hub).await;
+        tracker.spawn(notify::service::run(config, source, rx, shutdown.clone()));
+    }
+    tracker.spawn(retention::run(hub.clone(), shutdown.clone()));
     tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
     let app = http::router(http::AppState::new(hub.clone()));
     let http_shutdown = shutdown.clone();

@@ -538,6 +538,7 @@ async fn session(
     )
     .await?;
     info!(%agent_id, %hostname, kind = hello.host_kind.as_str(), committed, "agent connected");
+    let mut mapper = crate::signal_map::FactMapper::default();
     hub.incidents.submit(vec![
         crate::engine::Signal::new(
             now,
@@ -602,7 +603,7 @@ async fn session(
                             seq: outcome.committed_seq,
                         },
                     );
-                    hub.incidents.submit(crate::incidents::signals_from_facts(&hostname, &f.facts));
+                    hub.incidents.submit(mapper.map(&hostname, &f.facts));
                 }
                 // Ack only after the commit above.
                 write(

@@ -90,6 +90,10 @@ pub enum CommandBody {
     Ping,
     /// A container action; the agent's own policy decides whether it runs.
     Docker(crate::docker::DockerAction),
+    /// A Proxmox VE guest action; the agent's own policy decides whether it
+    /// runs. The agent answers with a `PveFact::Action` fact and a
+    /// `CommandResult`.
+    Pve(crate::pve::PveAction),
 }
 
 /// A hub-to-agent command.

@@ -24,7 +24,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::{PveClient, PveError, TaskQuery, enc};
@@ -33,91 +32,7 @@ use super::policy::{LocalPolicy, Risk, risk};
 use super::tasks::{failure_summary, parse_status, summarize_log};
 use super::upid::parse_upid;
 
-/// The guest an action targets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestRef {
-    /// Node the guest is on (the request goes there).
-    pub node: String,
-    /// Guest id.
-    pub vmid: u32,
-    /// VM or container.
-    pub kind: GuestKind,
-}
-
-/// `vzdump --mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BackupMode {
-    /// Live snapshot (default, no downtime).
-    Snapshot,
-    /// Suspend during the backup.
-    Suspend,
-    /// Stop the guest for the backup.
-    Stop,
-}
-
-impl BackupMode {
-    /// The API value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshot",
-            Self::Suspend => "suspend",
-            Self::Stop => "stop",
-        }
-    }
-}
-
-/// What to do. Variants are only appended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PveActionOp {
-    /// Start.
-    Start,
-    /// ACPI/graceful shutdown, with an optional timeout in seconds.
-    Shutdown {
-        /// Seconds to wait before PVE gives up.
-        timeout_s: Option<u32>,
-    },
-    /// Hard stop (power-pull).
-    Stop,
-    /// Reboot.
-    Reboot,
-    /// Suspend (pause).
-    Suspend,
-    /// Resume.
-    Resume,
-    /// Create a snapshot.
-    SnapshotCreate {
-        /// Snapshot name.
-        name: String,
-    },
-    /// Roll back to a snapshot.
-    SnapshotRollback {
-        /// Snapshot name.
-        name: String,
-    },
-    /// Migrate to another node.
-    Migrate {
-        /// Target node.
-        target: String,
-        /// Live migration (VMs) / restart mode (containers).
-        online: bool,
-    },
-    /// Back up now.
-    BackupNow {
-        /// Target storage (PVE default if `None`).
-        storage: Option<String>,
-        /// Mode.
-        mode: BackupMode,
-    },
-}
-
-/// A typed action on one guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PveAction {
-    /// Target.
-    pub guest: GuestRef,
-    /// Operation.
-    pub op: PveActionOp,
-}
+pub use wingman_protocol::pve::{BackupMode, GuestRef, PveAction, PveActionOp};
 
 /// Why an action could not even be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,30 +73,21 @@ fn valid_storage(s: &str) -> bool {
             && s.starts_with(|c: char| c.is_ascii_alphabetic()))
 }
 
-impl PveAction {
-    /// Stable name, e.g. "start", "snapshot_rollback".
-    pub fn name(&self) -> &'static str {
-        match &self.op {
-            PveActionOp::Start => "start",
-            PveActionOp::Shutdown { .. } => "shutdown",
-            PveActionOp::Stop => "stop",
-            PveActionOp::Reboot => "reboot",
-            PveActionOp::Suspend => "suspend",
-            PveActionOp::Resume => "resume",
-            PveActionOp::SnapshotCreate { .. } => "snapshot_create",
-            PveActionOp::SnapshotRollback { .. } => "snapshot_rollback",
-            PveActionOp::Migrate { .. } => "migrate",
-            PveActionOp::BackupNow { .. } => "backup_now",
-        }
-    }
-
+/// Policy and request building for [`PveAction`] (the type lives in the
+/// protocol crate).
+pub trait PveActionExt {
     /// Risk level.
-    pub fn risk(&self) -> Risk {
+    fn risk(&self) -> Risk;
+    /// The POST path (relative to `/api2/json`) and JSON body. Pure.
+    fn request(&self) -> Result<(String, Value), ActionError>;
+}
+
+impl PveActionExt for PveAction {
+    fn risk(&self) -> Risk {
         risk(self)
     }
 
-    /// The POST path (relative to `/api2/json`) and JSON body. Pure.
-    pub fn request(&self) -> Result<(String, Value), ActionError> {
+    fn request(&self) -> Result<(String, Value), ActionError> {
         let g = &self.guest;
         if !valid_node(&g.node) {
             return Err(ActionError::Invalid {

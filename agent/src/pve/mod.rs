@@ -26,7 +26,9 @@ pub mod policy;
 pub mod tasks;
 pub use wingman_protocol::pve::upid;
 
-pub use actions::{BackupMode, ExecOptions, GuestRef, PveAction, PveActionOp, execute};
+pub use actions::{
+    BackupMode, ExecOptions, GuestRef, PveAction, PveActionExt, PveActionOp, execute,
+};
 pub use client::{PveClient, PveClientConfig, PveError};
 pub use collect::{Collector, CollectorConfig, collect};
 pub use facts::*;

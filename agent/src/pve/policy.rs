@@ -54,8 +54,9 @@ pub fn risk(action: &PveAction) -> Risk {
     }
 }
 
-/// Node-local limits on what the agent may do.
+/// Node-local limits on what the agent may do (`[proxmox.policy]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LocalPolicy {
     /// Allow destructive actions (rollback, hard stop). Default: no.
     pub allow_destructive: bool,

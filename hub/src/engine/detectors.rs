@@ -411,6 +411,20 @@ impl Detectors {
                     ));
                 }
             }
+            SignalBody::StorageSample {
+                node,
+                storage,
+                total_bytes,
+                avail_bytes,
+            } => self.filesystem(
+                cfg,
+                node,
+                at,
+                &format!("storage {storage}"),
+                *total_bytes,
+                *avail_bytes,
+                out,
+            ),
             SignalBody::TimeDrift { node, offset_ms } => {
                 let abs = offset_ms.saturating_abs();
                 let subject = Subject::Node { node: node.clone() };

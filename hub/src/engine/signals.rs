@@ -387,6 +387,18 @@ pub enum SignalBody {
         /// All updates.
         total: u32,
     },
+    /// A storage's size (PVE storage: a datastore rather than a mount); the
+    /// filesystem detector treats it like a mount named `storage <name>`.
+    StorageSample {
+        /// Node that reported it.
+        node: String,
+        /// Storage id.
+        storage: String,
+        /// Size in bytes.
+        total_bytes: u64,
+        /// Available bytes.
+        avail_bytes: u64,
+    },
     /// Clock offset from the hub or NTP reference.
     TimeDrift {
         /// Node.
@@ -418,7 +430,8 @@ impl SignalBody {
             | Self::Quorum { node, .. }
             | Self::CertExpiry { node, .. }
             | Self::PendingUpdates { node, .. }
-            | Self::TimeDrift { node, .. } => node,
+            | Self::TimeDrift { node, .. }
+            | Self::StorageSample { node, .. } => node,
         }
     }
 
@@ -444,6 +457,7 @@ impl SignalBody {
             Self::CertExpiry { .. } => "cert_expiry",
             Self::PendingUpdates { .. } => "pending_updates",
             Self::TimeDrift { .. } => "time_drift",
+            Self::StorageSample { .. } => "storage_sample",
         }
     }
 
@@ -478,6 +492,7 @@ impl SignalBody {
             Self::CertExpiry { subject, .. } => format!("cert/{n}/{subject}"),
             Self::PendingUpdates { .. } => format!("updates/{n}"),
             Self::TimeDrift { .. } => format!("drift/{n}"),
+            Self::StorageSample { storage, .. } => format!("storage/{n}/{storage}"),
         };
         Some(k)
     }

@@ -34,7 +34,7 @@ pub(super) struct ListQuery {
 }
 
 impl ListQuery {
-    fn filter(&self) -> Result<IncidentFilter, ApiError> {
+    fn filter(&self, max_page: u32) -> Result<IncidentFilter, ApiError> {
         let pick = |v: &str, allowed: &[&str], what: &str| -> Result<Option<String>, ApiError> {
             match v.trim() {
                 "" => Ok(None),
@@ -45,7 +45,7 @@ impl ListQuery {
                 ))),
             }
         };
-        let limit = self.limit.unwrap_or(PAGE).clamp(1, 200);
+        let limit = self.limit.unwrap_or(PAGE).clamp(1, i64::from(max_page));
         let page = self.page.unwrap_or(0).clamp(0, 100_000);
         if self.node.len() > 253 {
             return Err(ApiError::BadRequest("node name too long".into()));
@@ -74,7 +74,7 @@ pub(super) async fn list_page(
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    let f = q.filter()?;
+    let f = q.filter(state.hub.config.retention.max_page_size)?;
     let (rows, total) = state.hub.store.list_incidents(&f).await?;
     let now = wingman_agent::now_ms();
     let page = q.page.unwrap_or(0).max(0);
@@ -231,7 +231,7 @@ pub(super) async fn list_api(
     _user: CurrentUser,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = q.filter()?;
+    let f = q.filter(state.hub.config.retention.max_page_size)?;
     let (rows, total) = state.hub.store.list_incidents(&f).await?;
     let items: Vec<Value> = rows
         .iter()

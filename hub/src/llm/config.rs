@@ -45,6 +45,18 @@ pub struct LlmConfig {
     pub retry: RetryConfig,
 }
 
+fn d_openai_model() -> String {
+    "gpt-4o-mini".to_owned()
+}
+fn d_anthropic_model() -> String {
+    "claude-sonnet-4-5".to_owned()
+}
+fn d_openrouter_model() -> String {
+    "openai/gpt-4o-mini".to_owned()
+}
+fn d_ollama_model() -> String {
+    "qwen2.5:7b".to_owned()
+}
 fn d_timeout() -> u64 {
     60
 }
@@ -97,6 +109,7 @@ pub struct OpenAiConfig {
     #[serde(default = "d_openai_url")]
     pub base_url: String,
     /// `model`.
+    #[serde(default = "d_openai_model")]
     pub model: String,
     /// `api_key` (prefer `api_key_env`).
     #[serde(default)]
@@ -149,6 +162,7 @@ pub struct AnthropicConfig {
     #[serde(default = "d_anthropic_url")]
     pub base_url: String,
     /// `model`.
+    #[serde(default = "d_anthropic_model")]
     pub model: String,
     /// `api_key` (prefer `api_key_env`).
     #[serde(default)]
@@ -193,6 +207,7 @@ pub struct OpenRouterConfig {
     #[serde(default = "d_openrouter_url")]
     pub base_url: String,
     /// `model`, `vendor/model`.
+    #[serde(default = "d_openrouter_model")]
     pub model: String,
     /// `api_key` (prefer `api_key_env`).
     #[serde(default)]
@@ -234,6 +249,7 @@ pub struct OllamaConfig {
     #[serde(default = "d_ollama_url")]
     pub base_url: String,
     /// `model` for `/api/chat`.
+    #[serde(default = "d_ollama_model")]
     pub model: String,
     /// `embed_model` for `/api/embed` (defaults to `model`).
     #[serde(default)]

@@ -148,6 +148,10 @@ pub struct NotifyConfig {
     /// Delivery queue and retry settings.
     #[serde(default)]
     pub delivery: DispatchConfig,
+    /// Base URL of the dashboard as people reach it (e.g.
+    /// `https://wingman.lan`), for the incident links in notifications.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
 }
 
 impl Default for NotifyConfig {
@@ -159,6 +163,7 @@ impl Default for NotifyConfig {
             rate_limit: RateLimit::default(),
             channel_rate_limits: BTreeMap::new(),
             delivery: DispatchConfig::default(),
+            dashboard_url: None,
         }
     }
 }

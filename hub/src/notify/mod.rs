@@ -49,6 +49,7 @@ pub mod egress;
 pub mod message;
 pub mod policy;
 pub mod secret;
+pub mod service;
 
 use std::fmt;
 
@@ -62,34 +63,9 @@ pub use message::{Content, Digest, DigestItem, DigestReason, Notification};
 pub use policy::{Delivery, Notifier, PolicyConfig};
 pub use secret::Secret;
 
-/// How bad an incident is. Ordered: `Info < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing, no action needed.
-    Info,
-    /// Needs attention soon.
-    Warning,
-    /// Needs attention now.
-    Critical,
-}
-
-impl Severity {
-    /// Lowercase name, as in config and payloads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How bad an incident is: the incident engine's severity (ordered
+/// `Info < Warning < Critical`, lowercase in config and payloads).
+pub use crate::engine::Severity;
 
 /// A state change of an incident, the thing that may be notified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

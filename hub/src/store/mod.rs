@@ -420,6 +420,77 @@ pub trait Store: Send + Sync + 'static {
     async fn create_api_key(&self, key: &ApiKeyRow) -> StoreResult<()>;
     /// A valid (unrevoked, unexpired) API key and its user, by hash.
     async fn api_key(&self, key_hash: &str, now: i64) -> StoreResult<Option<(ApiKeyRow, UserRow)>>;
+
+    /// A dashboard-edited setting (`key` such as `notify`).
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<SettingRow>>;
+    /// Inserts or replaces a setting.
+    async fn put_setting(&self, row: &SettingRow) -> StoreResult<()>;
+    /// Stores a PVE notification; `false` when its dedup key was seen before.
+    async fn record_pve_notification(&self, row: &PveNotificationRow) -> StoreResult<bool>;
+    /// Recent PVE notifications, newest first, optionally for one node.
+    async fn pve_notifications(
+        &self,
+        node: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<PveNotificationRow>>;
+    /// Deletes what is older than the retention cut-offs (Unix ms).
+    async fn prune(&self, cut: &PruneCutoffs) -> StoreResult<PruneCounts>;
+}
+
+/// A dashboard-edited setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingRow {
+    /// Key.
+    pub key: String,
+    /// JSON value (may hold secrets: never log it).
+    pub value: String,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// User name.
+    pub updated_by: String,
+}
+
+/// A stored PVE notification (webhook event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PveNotificationRow {
+    /// Row id (0 before insert).
+    pub id: i64,
+    /// `(hostname, type, job-id, timestamp, title)` joined.
+    pub dedup_key: String,
+    /// `fields.hostname`.
+    pub node: String,
+    /// `fields.type` (vzdump, replication, fencing, package-updates, system-mail, ...).
+    pub kind: String,
+    /// PVE severity.
+    pub severity: String,
+    /// Title.
+    pub title: String,
+    /// The fact as JSON.
+    pub body: String,
+    /// Unix ms.
+    pub received_at: i64,
+}
+
+/// Retention cut-offs (Unix ms); rows older than these are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCutoffs {
+    /// Facts received before this.
+    pub facts_before: i64,
+    /// Log template rows last seen before this.
+    pub summaries_before: i64,
+    /// Resolved incidents resolved before this.
+    pub incidents_before: i64,
+}
+
+/// How many rows a prune deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneCounts {
+    /// Facts (and webhook events).
+    pub facts: u64,
+    /// Log template rows.
+    pub summaries: u64,
+    /// Resolved incidents.
+    pub incidents: u64,
 }
 
 /// A shared store handle.

@@ -17,6 +17,7 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::{
     AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestItem,
+    PruneCounts, PruneCutoffs, PveNotificationRow, SettingRow,
     IngestOutcome, LatestFact, NewToken, SessionRow, Store, StoreError, StoreResult,
     TemplateRecord, TemplateRow, TokenUse, UserRow,
 };
@@ -54,6 +55,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "incidents",
         include_str!("../../../migrations/sqlite/0003_incidents.sql"),
     ),
+    (
+        4,
+        "settings, retention, webhooks",
+        include_str!("../../../migrations/sqlite/0004_settings_retention_webhooks.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -71,6 +77,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "incidents",
         include_str!("../../../migrations/postgres/0003_incidents.sql"),
+    ),
+    (
+        4,
+        "settings, retention, webhooks",
+        include_str!("../../../migrations/postgres/0004_settings_retention_webhooks.sql"),
     ),
 ];
 
@@ -933,6 +944,104 @@ macro_rules! impl_store {
                     revoked_at: r.try_get(6)?,
                 };
                 Ok(Some((k, user_from_row(&r, 7)?)))
+            }
+
+            async fn get_setting(&self, key: &str) -> StoreResult<Option<SettingRow>> {
+                let row = sqlx::query("SELECT key, value, updated_at, updated_by FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| {
+                    Ok(SettingRow {
+                        key: r.try_get(0)?,
+                        value: r.try_get(1)?,
+                        updated_at: r.try_get(2)?,
+                        updated_by: r.try_get(3)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_setting(&self, row: &SettingRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                )
+                .bind(&row.key)
+                .bind(&row.value)
+                .bind(row.updated_at)
+                .bind(&row.updated_by)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn record_pve_notification(&self, n: &PveNotificationRow) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "INSERT INTO pve_notifications (dedup_key, node, kind, severity, title, body, received_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedup_key) DO NOTHING",
+                )
+                .bind(&n.dedup_key)
+                .bind(&n.node)
+                .bind(&n.kind)
+                .bind(&n.severity)
+                .bind(&n.title)
+                .bind(&n.body)
+                .bind(n.received_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn pve_notifications(&self, node: Option<&str>, limit: i64) -> StoreResult<Vec<PveNotificationRow>> {
+                let rows = sqlx::query(
+                    "SELECT id, dedup_key, node, kind, severity, title, body, received_at FROM pve_notifications \
+                     WHERE ($1 IS NULL OR node = $1) ORDER BY received_at DESC, id DESC LIMIT $2",
+                )
+                .bind(node)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(PveNotificationRow {
+                            id: r.try_get(0)?,
+                            dedup_key: r.try_get(1)?,
+                            node: r.try_get(2)?,
+                            kind: r.try_get(3)?,
+                            severity: r.try_get(4)?,
+                            title: r.try_get(5)?,
+                            body: r.try_get(6)?,
+                            received_at: r.try_get(7)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn prune(&self, cut: &PruneCutoffs) -> StoreResult<PruneCounts> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let facts = sqlx::query("DELETE FROM facts WHERE received_at < $1")
+                    .bind(cut.facts_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let events = sqlx::query("DELETE FROM pve_notifications WHERE received_at < $1")
+                    .bind(cut.facts_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let summaries = sqlx::query("DELETE FROM log_templates WHERE last_seen < $1")
+                    .bind(cut.summaries_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let incidents = sqlx::query("DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < $1")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(PruneCounts { facts: facts + events, summaries, incidents })
             }
         }
     };

@@ -38,6 +38,9 @@ pub enum PveFact {
     Status(PveStatus),
     /// Outcome of an action the agent executed.
     Action(ActionResult),
+    /// An event pushed by the PVE notification system (webhook target),
+    /// received by the hub.
+    Notification(PveNotification),
 }
 
 impl PveFact {
@@ -56,6 +59,7 @@ impl PveFact {
             Self::Updates(_) => "package_updates",
             Self::Status(_) => "pve_status",
             Self::Action(_) => "action_result",
+            Self::Notification(_) => "pve_notification",
         }
     }
 }
@@ -555,4 +559,135 @@ pub struct ActionResult {
     /// Wall time from request to outcome.
     pub duration_ms: u64,
 }
+/// An event of the PVE notification system (PVE 8.3+ webhook target), as
+/// the hub stores it. Free text is redacted and masked into templates
+/// before it is kept: the notification's `message` can carry backup logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PveNotification {
+    /// `fields.hostname`: the node the event is about (for `fencing`, the
+    /// fenced node).
+    pub node: String,
+    /// `fields.type`: `vzdump`, `replication`, `fencing`, `package-updates`,
+    /// `system-mail`, or another.
+    pub kind: String,
+    /// `info`, `notice`, `warning`, `error` or `unknown`.
+    pub severity: String,
+    /// The rendered title (redacted).
+    pub title: String,
+    /// `fields.job-id`, for scheduled jobs.
+    pub job_id: Option<String>,
+    /// PVE's timestamp, Unix ms.
+    pub at_ms: i64,
+    /// Up to 8 distinct masked templates of the message lines that report a
+    /// problem (error, failed, ...), with how often each occurred.
+    pub problems: Vec<(String, u32)>,
+    /// Lines in the message.
+    pub message_lines: u32,
+}
+
+/// The guest an action targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRef {
+    /// Node the guest is on (the request goes there).
+    pub node: String,
+    /// Guest id.
+    pub vmid: u32,
+    /// VM or container.
+    pub kind: GuestKind,
+}
+
+/// `vzdump --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupMode {
+    /// Live snapshot (default, no downtime).
+    Snapshot,
+    /// Suspend during the backup.
+    Suspend,
+    /// Stop the guest for the backup.
+    Stop,
+}
+
+impl BackupMode {
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Suspend => "suspend",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+/// What to do to a guest. Variants are only appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PveActionOp {
+    /// Start.
+    Start,
+    /// ACPI/graceful shutdown, with an optional timeout in seconds.
+    Shutdown {
+        /// Seconds to wait before PVE gives up.
+        timeout_s: Option<u32>,
+    },
+    /// Hard stop (power-pull).
+    Stop,
+    /// Reboot.
+    Reboot,
+    /// Suspend (pause).
+    Suspend,
+    /// Resume.
+    Resume,
+    /// Create a snapshot.
+    SnapshotCreate {
+        /// Snapshot name.
+        name: String,
+    },
+    /// Roll back to a snapshot.
+    SnapshotRollback {
+        /// Snapshot name.
+        name: String,
+    },
+    /// Migrate to another node.
+    Migrate {
+        /// Target node.
+        target: String,
+        /// Live migration (VMs) / restart mode (containers).
+        online: bool,
+    },
+    /// Back up now.
+    BackupNow {
+        /// Target storage (PVE default if `None`).
+        storage: Option<String>,
+        /// Mode.
+        mode: BackupMode,
+    },
+}
+
+/// A typed action on one guest, sent by the hub as
+/// [`crate::CommandBody::Pve`]; the agent's local policy decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PveAction {
+    /// Target.
+    pub guest: GuestRef,
+    /// Operation.
+    pub op: PveActionOp,
+}
+
+impl PveAction {
+    /// Stable name, e.g. "start", "snapshot_rollback".
+    pub fn name(&self) -> &'static str {
+        match &self.op {
+            PveActionOp::Start => "start",
+            PveActionOp::Shutdown { .. } => "shutdown",
+            PveActionOp::Stop => "stop",
+            PveActionOp::Reboot => "reboot",
+            PveActionOp::Suspend => "suspend",
+            PveActionOp::Resume => "resume",
+            PveActionOp::SnapshotCreate { .. } => "snapshot_create",
+            PveActionOp::SnapshotRollback { .. } => "snapshot_rollback",
+            PveActionOp::Migrate { .. } => "migrate",
+            PveActionOp::BackupNow { .. } => "backup_now",
+        }
+    }
+}
+
 pub mod upid;
