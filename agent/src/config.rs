@@ -22,6 +22,10 @@ pub struct AgentConfig {
     pub hub: Option<String>,
     /// Log filter, e.g. `info` or `wingman_agent=debug`.
     pub log_level: String,
+    /// The node's name at the hub (default: `proxmox.node` on a PVE node,
+    /// else the system hostname). Incidents and the cluster view match
+    /// nodes by this name.
+    pub node_name: Option<String>,
     /// Host facts settings.
     pub facts: FactsConfig,
     /// Uplink settings.
@@ -42,6 +46,11 @@ pub struct AgentConfig {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value (tests and programmatic configuration).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -314,12 +323,28 @@ impl SpoolSection {
     }
 }
 
+impl AgentConfig {
+    /// The name this node reports to the hub.
+    pub fn node_name(&self, kind: wingman_protocol::HostKind) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| {
+                (kind == wingman_protocol::HostKind::Proxmox && self.proxmox.enabled)
+                    .then(|| self.proxmox.node.clone())
+                    .flatten()
+            })
+            .or_else(|| sysinfo::System::host_name().ok())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("/var/lib/wingman-agent"),
             hub: None,
             log_level: "info".into(),
+            node_name: None,
             facts: FactsConfig::default(),
             link: LinkConfig::default(),
             spool: SpoolSection::default(),
@@ -369,6 +394,17 @@ impl AgentConfig {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(n) = &self.node_name {
+            let ok = !n.is_empty()
+                && n.len() <= 253
+                && n.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_');
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "node_name must be 1-253 letters, digits, '-', '.' or '_'".into(),
+                ));
+            }
+        }
         if self.facts.sample_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "facts.sample_interval_ms must be at least 100".into(),

@@ -442,7 +442,7 @@ impl Agent {
             protocol_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             host_kind: self.kind,
-            hostname: sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into()),
+            hostname: self.config.node_name(self.kind),
             stream_id: self.identity.enrollment.stream_id,
         });
         send(&mut tx, &hello).await.map_err(lost)?;
@@ -821,7 +821,9 @@ impl Agent {
                     },
                 }
             };
-            let _ = tx.send(ActionDone::Docker(ActionOutcome { id, result })).await;
+            let _ = tx
+                .send(ActionDone::Docker(ActionOutcome { id, result }))
+                .await;
         });
     }
 
@@ -850,7 +852,11 @@ enum ActionDone {
 fn pve_command_result(id: u64, r: &wingman_protocol::pve::ActionResult) -> CommandResult {
     use wingman_protocol::pve::ActionOutcome as O;
     let ok = r.outcome == O::Completed && r.status.is_success();
-    let upid = r.upid.as_ref().map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+    let upid = r
+        .upid
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| "-".into());
     let what = match r.outcome {
         O::Completed => format!("{} ({})", r.status, upid),
         O::Refused => "refused by the node's policy".to_string(),
@@ -907,8 +913,13 @@ async fn run_pve_action(
     c.base_url = cfg.base_url.clone();
     let mut result = match crate::pve::PveClient::new(&c) {
         Ok(client) => {
-            crate::pve::execute(&client, &cfg.policy, action, &crate::pve::ExecOptions::default())
-                .await
+            crate::pve::execute(
+                &client,
+                &cfg.policy,
+                action,
+                &crate::pve::ExecOptions::default(),
+            )
+            .await
         }
         Err(e) => refuse(O::RequestFailed, e.to_string()),
     };

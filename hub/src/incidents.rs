@@ -18,9 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Hub;
-use crate::engine::{
-    Action, Command, Engine, EngineConfig, Incident, Signal, SignalBody,
-};
+use crate::engine::{Action, Command, Engine, EngineConfig, Incident, Signal, SignalBody};
 use crate::store::IncidentRow;
 
 /// What the engine task receives.
@@ -123,10 +121,7 @@ pub fn row(i: &Incident) -> IncidentRow {
 pub use crate::signal_map::{FactMapper, signals_from_facts};
 
 /// The notifier's view of an engine notification.
-fn notify_event(
-    engine: &Engine,
-    n: &crate::engine::Notification,
-) -> crate::notify::IncidentEvent {
+fn notify_event(engine: &Engine, n: &crate::engine::Notification) -> crate::notify::IncidentEvent {
     use crate::engine::NotifyKind;
     use crate::notify::Transition;
     let incident = engine.incident(&n.incident_id);

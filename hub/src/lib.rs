@@ -18,6 +18,7 @@ pub mod llm;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
+pub mod pve_webhook;
 pub mod retention;
 pub mod signal_map;
 pub mod skills;

@@ -34,6 +34,8 @@ pub struct Metrics {
     busy: AtomicU64,
     ingest_errors: AtomicU64,
     http_shed: AtomicU64,
+    webhooks_accepted: AtomicU64,
+    webhooks_refused: AtomicU64,
     ingest_micros: AtomicU64,
     per_agent: Mutex<BTreeMap<String, AgentDelivery>>,
 }
@@ -96,6 +98,16 @@ impl Metrics {
         self.http_shed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a PVE webhook request, accepted or refused (auth or body).
+    pub fn webhook(&self, accepted: bool) {
+        let c = if accepted {
+            &self.webhooks_accepted
+        } else {
+            &self.webhooks_refused
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters of one agent.
     pub fn agent(&self, agent_id: &str) -> AgentDelivery {
         self.per_agent
@@ -152,6 +164,16 @@ impl Metrics {
                 "wingman_hub_http_shed_total",
                 "HTTP requests answered 503 by the load shedder.",
                 self.http_shed.load(Ordering::Relaxed),
+            ),
+            (
+                "wingman_hub_pve_webhooks_accepted_total",
+                "PVE notification webhooks accepted (stored or duplicate).",
+                self.webhooks_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "wingman_hub_pve_webhooks_refused_total",
+                "PVE notification webhooks refused (wrong secret or body).",
+                self.webhooks_refused.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, v) in counters {

@@ -18,8 +18,18 @@ use crate::engine::{
 /// Task types that stop or shut a guest down on an operator's request
 /// (directly, through HA, or a backup in stop mode is not one of them).
 const STOP_TASKS: &[&str] = &[
-    "qmstop", "qmshutdown", "vzstop", "vzshutdown", "hastop", "qmsuspend", "vzsuspend",
-    "qmdestroy", "vzdestroy", "qmigrate", "vzmigrate", "hamigrate",
+    "qmstop",
+    "qmshutdown",
+    "vzstop",
+    "vzshutdown",
+    "hastop",
+    "qmsuspend",
+    "vzsuspend",
+    "qmdestroy",
+    "vzdestroy",
+    "qmigrate",
+    "vzmigrate",
+    "hamigrate",
 ];
 /// Task types that start a guest.
 const START_TASKS: &[&str] = &["qmstart", "vzstart", "hastart", "qmresume", "vzresume"];
@@ -105,8 +115,7 @@ impl FactMapper {
         let mem = self.guests.entry(g.vmid).or_default();
         // HA wants it started: stopped is unexpected whatever came before.
         let ha_wants_running = ha_state == "started";
-        let expected_running =
-            ha_wants_running || (mem.was_running && !mem.stopped_by_operator);
+        let expected_running = ha_wants_running || (mem.was_running && !mem.stopped_by_operator);
         match status {
             GuestStatus::Running => {
                 mem.was_running = true;
@@ -270,14 +279,14 @@ impl FactMapper {
     }
 
     fn map_plain(&mut self, node: &str, f: &Fact, out: &mut Vec<Signal>) {
-    let n = || node.to_string();
-    let pct = |used: u64, total: u64| {
-        if total == 0 {
-            0.0
-        } else {
-            (used as f64 / total as f64 * 100.0) as f32
-        }
-    };
+        let n = || node.to_string();
+        let pct = |used: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                (used as f64 / total as f64 * 100.0) as f32
+            }
+        };
         let at = f.observed_at_ms;
         match &f.body {
             FactBody::Host(h) => out.push(Signal::new(
@@ -370,6 +379,10 @@ trait IfEmpty {
 
 impl IfEmpty for String {
     fn if_empty(self, fallback: &str) -> String {
-        if self.is_empty() { fallback.to_string() } else { self }
+        if self.is_empty() {
+            fallback.to_string()
+        } else {
+            self
+        }
     }
 }

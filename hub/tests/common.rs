@@ -131,6 +131,14 @@ impl TestAgent {
     }
 
     pub fn start_with(state_dir: &Path, tweak: impl FnOnce(&mut AgentConfig)) -> Self {
+        Self::start_kind(state_dir, HostKind::Plain, tweak)
+    }
+
+    pub fn start_kind(
+        state_dir: &Path,
+        kind: HostKind,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let mut cfg = AgentConfig {
             state_dir: state_dir.to_path_buf(),
             ..AgentConfig::default()
@@ -146,7 +154,7 @@ impl TestAgent {
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let task = tokio::spawn(wingman_agent::run(
             cfg,
-            HostKind::Plain,
+            kind,
             stats.clone(),
             shutdown.clone(),
         ));

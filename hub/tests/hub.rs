@@ -19,5 +19,8 @@ mod link;
 mod llm;
 mod logs;
 mod notify;
+mod pve;
+#[path = "../../agent/tests/pve_server/mod.rs"]
+mod pve_server;
 mod skills;
 mod store_suite;

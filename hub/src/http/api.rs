@@ -53,7 +53,22 @@ pub(super) async fn node(
         .map(|(online, at)| json!({ "online": online, "at": at }))
         .collect();
     let delivery = crate::metrics::node_delivery(&state.hub, &id, &latest).await?;
+    let (rows, _) = store
+        .list_incidents(&crate::store::IncidentFilter {
+            state: None,
+            severity: None,
+            node: Some(agent.hostname.clone()),
+            limit: 50,
+            offset: 0,
+        })
+        .await?;
+    let incidents: Vec<Value> = rows
+        .iter()
+        .filter(|r| r.state != "resolved" && r.nodes.split(',').any(|n| n == agent.hostname))
+        .map(|r| json!({ "id": r.id, "title": r.title, "severity": r.severity, "state": r.state }))
+        .collect();
     Ok(Json(json!({
+        "incidents": incidents,
         "node": agent,
         "facts": facts,
         "presence": presence,

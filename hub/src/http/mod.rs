@@ -10,6 +10,8 @@ mod api;
 mod incidents;
 pub mod markdown;
 mod pages;
+mod pve;
+mod settings;
 mod skills;
 
 use std::net::SocketAddr;
@@ -104,6 +106,30 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "error.html",
         include_str!("../../../web/templates/error.html"),
+    ),
+    (
+        "incidents.html",
+        include_str!("../../../web/templates/incidents.html"),
+    ),
+    (
+        "incident.html",
+        include_str!("../../../web/templates/incident.html"),
+    ),
+    (
+        "skills.html",
+        include_str!("../../../web/templates/skills.html"),
+    ),
+    (
+        "skill.html",
+        include_str!("../../../web/templates/skill.html"),
+    ),
+    (
+        "notifications.html",
+        include_str!("../../../web/templates/notifications.html"),
+    ),
+    (
+        "clusters.html",
+        include_str!("../../../web/templates/clusters.html"),
     ),
 ];
 
@@ -383,6 +409,31 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/logs", get(api::node_logs))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/templates/{id}", get(api::template))
+        .route(
+            "/settings/notifications",
+            get(settings::notifications_page).post(settings::notifications_save_form),
+        )
+        .route(
+            "/settings/notifications/test",
+            post(settings::notifications_test_form),
+        )
+        .route(
+            "/api/v1/notifications",
+            get(settings::notifications_api).put(settings::notifications_put),
+        )
+        .route(
+            "/api/v1/notifications/channels/{name}/test",
+            post(settings::notifications_test_api),
+        )
+        .route("/clusters", get(pve::clusters_page))
+        .route("/api/v1/clusters", get(pve::clusters_api))
+        .route("/api/v1/pve/notifications", get(pve::notifications_api))
+        .route(
+            "/ingest/pve/notify",
+            post(pve::webhook).layer(DefaultBodyLimit::max(
+                state.hub.config.pve.webhook_max_body.unwrap_or(256 * 1024),
+            )),
+        )
         .route("/skills", get(skills::skills_page))
         .route("/skills/{id}", get(skills::skill_page))
         .route("/api/v1/skills", get(skills::skills_api))

@@ -494,6 +494,32 @@ pub(super) async fn node_page(
             })
         })
         .collect();
+    let (rows, _) = store
+        .list_incidents(&crate::store::IncidentFilter {
+            state: None,
+            severity: None,
+            node: Some(agent.hostname.clone()),
+            limit: 50,
+            offset: 0,
+        })
+        .await?;
+    // The filter matches substrings; keep incidents that name this node.
+    let incidents: Vec<minijinja::Value> = rows
+        .into_iter()
+        .filter(|r| r.state != "resolved" && r.nodes.split(',').any(|n| n == agent.hostname))
+        .map(
+            |r| context! { id => r.id, title => r.title, severity => r.severity, state => r.state },
+        )
+        .collect();
+    let pve_notes: Vec<minijinja::Value> = store
+        .pve_notifications(Some(&agent.hostname), 10)
+        .await?
+        .into_iter()
+        .map(|n| {
+            context! { kind => n.kind, bad => n.severity == "error", severity => n.severity,
+            title => n.title, at => ago(now, Some(n.received_at)) }
+        })
+        .collect();
     let d = crate::metrics::node_delivery(&state.hub, &id, &latest).await?;
     let delivery = context! {
         spool_bytes => d.agent.as_ref().map(|h| bytes(h.spool_bytes)).unwrap_or_default(),
@@ -511,7 +537,8 @@ pub(super) async fn node_page(
     let html = state.render(
         "node.html",
         context! { user => user.user.name.clone(), csrf => user.csrf(), node => node, host => host,
-        presence => presence, templates => templates, containers => containers, events => events, guests => guests, tasks => tasks, delivery => delivery, is_admin => user.is_admin(), refresh => 15 },
+        presence => presence, templates => templates, containers => containers, events => events, guests => guests, tasks => tasks, delivery => delivery,
+        incidents => incidents, pve_notes => pve_notes, is_admin => user.is_admin(), refresh => 15 },
     )?;
     Ok(html.into_response())
 }

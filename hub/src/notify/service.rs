@@ -170,8 +170,16 @@ pub fn merge_write_only(new: &mut Value, old: Option<&Value>) -> Result<(), Stri
         let Some(obj) = ch.as_object_mut() else {
             return Err("each entry of \"channels\" must be an object".into());
         };
-        let name = obj.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = obj
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let previous = old_channels.iter().find(|c| {
             c.get("name").and_then(Value::as_str) == Some(name.as_str())
                 && c.get("kind").and_then(Value::as_str) == Some(kind.as_str())

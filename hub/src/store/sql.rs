@@ -17,9 +17,8 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::{
     AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestItem,
-    PruneCounts, PruneCutoffs, PveNotificationRow, SettingRow,
-    IngestOutcome, LatestFact, NewToken, SessionRow, Store, StoreError, StoreResult,
-    TemplateRecord, TemplateRow, TokenUse, UserRow,
+    IngestOutcome, LatestFact, NewToken, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow,
+    SettingRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UserRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
