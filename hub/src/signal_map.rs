@@ -386,3 +386,138 @@ impl IfEmpty for String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wingman_protocol::pve::{GuestKind as PGuestKind, PveTask, TaskStatus, Upid};
+
+    use super::*;
+
+    fn guest(vmid: u32, status: &str, ha: Option<&str>) -> Fact {
+        Fact {
+            observed_at_ms: 1_000,
+            body: FactBody::Pve(PveFact::Guest(PveGuest {
+                node: "pve1".into(),
+                vmid,
+                kind: PGuestKind::Qemu,
+                name: "web".into(),
+                status: status.into(),
+                uptime_s: 0,
+                cpu: 0.0,
+                mem: 0,
+                maxmem: 0,
+                disk: 0,
+                maxdisk: 0,
+                ha_state: ha.map(str::to_string),
+                lock: None,
+                tags: Vec::new(),
+                template: false,
+            })),
+        }
+    }
+
+    fn task(vmid: u32, ty: &str) -> Fact {
+        Fact {
+            observed_at_ms: 1_000,
+            body: FactBody::Pve(PveFact::Task(PveTask {
+                upid: Upid {
+                    node: "pve1".into(),
+                    pid: 1,
+                    pstart: 1,
+                    starttime: 1,
+                    task_type: ty.into(),
+                    id: vmid.to_string(),
+                    user: "root@pam".into(),
+                },
+                status: TaskStatus::Ok,
+                start_ms: 1_000,
+                end_ms: Some(1_000),
+            })),
+        }
+    }
+
+    fn expected(signals: &[Signal]) -> Vec<bool> {
+        signals
+            .iter()
+            .filter_map(|s| match &s.body {
+                SignalBody::GuestState {
+                    expected_running, ..
+                } => Some(*expected_running),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_guest_that_stops_without_an_operator_task_is_unexpected() {
+        let mut m = FactMapper::default();
+        assert_eq!(
+            expected(&m.map("pve1", &[guest(100, "stopped", None)])),
+            [false]
+        );
+        assert_eq!(
+            expected(&m.map("pve1", &[guest(100, "running", None)])),
+            [false]
+        );
+        assert_eq!(
+            expected(&m.map("pve1", &[guest(100, "stopped", None)])),
+            [true]
+        );
+        // Reported once; still stopped later is not a new surprise.
+        assert_eq!(
+            expected(&m.map("pve1", &[guest(100, "stopped", None)])),
+            [false]
+        );
+    }
+
+    #[test]
+    fn operator_stops_are_expected_and_ha_started_guests_are_not() {
+        let mut m = FactMapper::default();
+        m.map("pve1", &[guest(101, "running", None)]);
+        let s = m.map(
+            "pve1",
+            &[task(101, "qmshutdown"), guest(101, "stopped", None)],
+        );
+        assert_eq!(expected(&s), [false]);
+        // HA wants it started: stopped is unexpected even on first sight.
+        let s = m.map("pve1", &[guest(102, "stopped", Some("started"))]);
+        assert_eq!(expected(&s), [true]);
+    }
+
+    #[test]
+    fn ha_service_moving_off_a_fenced_node_is_a_recovery() {
+        use wingman_protocol::pve::{HaFencing, HaService};
+        let ha = |node: &str, fenced: bool| Fact {
+            observed_at_ms: 1_000,
+            body: FactBody::Pve(PveFact::Ha(PveHaStatus {
+                quorate: true,
+                manager_status: "active".into(),
+                master_node: Some("pve1".into()),
+                lrms: Vec::new(),
+                services: vec![HaService {
+                    sid: "vm:200".into(),
+                    state: "started".into(),
+                    node: node.into(),
+                    request_state: None,
+                    crm_state: None,
+                }],
+                fencing: if fenced {
+                    vec![HaFencing {
+                        node: "pve2".into(),
+                        sid: None,
+                        detail: String::new(),
+                    }]
+                } else {
+                    Vec::new()
+                },
+                armed_state: None,
+            })),
+        };
+        let mut m = FactMapper::default();
+        let s = m.map("pve1", &[ha("pve2", true)]);
+        assert!(s.iter().any(|s| matches!(&s.body, SignalBody::HaFencing { fenced_node, .. } if fenced_node == "pve2")));
+        let s = m.map("pve1", &[ha("pve1", false)]);
+        assert!(s.iter().any(|s| matches!(&s.body,
+            SignalBody::HaRecovery { node, from_node, guest_id: 200 } if node == "pve1" && from_node == "pve2")));
+    }
+}

@@ -18,6 +18,7 @@ mod delivery;
 mod http_channels;
 mod policy;
 mod secrets;
+mod service;
 mod smtp;
 mod ssrf;
 mod tls;

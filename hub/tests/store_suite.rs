@@ -5,7 +5,8 @@
 
 use wingman_hub::store::{
     self, AgentRow, ApiKeyRow, DynStore, FactRecord, IncidentFilter, IncidentRow, NewToken,
-    SessionRow, StoreError, TemplateRecord, TokenUse, UserRow,
+    PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, StoreError, TemplateRecord, TokenUse,
+    UserRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -430,6 +431,86 @@ async fn suite(s: DynStore) {
     assert_eq!(s.api_key("kh", now).await.unwrap().unwrap().0, key);
     assert!(s.api_key("kh", now + 1000).await.unwrap().is_none());
     assert!(s.api_key("other", now).await.unwrap().is_none());
+
+    // Settings.
+    assert!(s.get_setting("notify").await.unwrap().is_none());
+    let set = SettingRow {
+        key: "notify".into(),
+        value: "{\"channels\":[]}".into(),
+        updated_at: now,
+        updated_by: "admin".into(),
+    };
+    s.put_setting(&set).await.unwrap();
+    let set2 = SettingRow {
+        value: "{\"channels\":[1]}".into(),
+        updated_at: now + 1,
+        ..set.clone()
+    };
+    s.put_setting(&set2).await.unwrap();
+    assert_eq!(s.get_setting("notify").await.unwrap(), Some(set2));
+
+    // PVE notifications: dedup by key, newest first, per node.
+    let note = |key: &str, node: &str, at: i64| PveNotificationRow {
+        id: 0,
+        dedup_key: key.into(),
+        node: node.into(),
+        kind: "vzdump".into(),
+        severity: "error".into(),
+        title: "backup failed".into(),
+        body: "{}".into(),
+        received_at: at,
+    };
+    assert!(
+        s.record_pve_notification(&note("k1", "pve1", now))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_pve_notification(&note("k1", "pve1", now + 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_pve_notification(&note("k2", "pve2", now + 1))
+            .await
+            .unwrap()
+    );
+    let all = s.pve_notifications(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|n| n.dedup_key.as_str()).collect::<Vec<_>>(),
+        ["k2", "k1"]
+    );
+    assert_eq!(
+        s.pve_notifications(Some("pve1"), 10).await.unwrap().len(),
+        1
+    );
+
+    // Retention: only what is older than each cut-off goes.
+    let facts_before = s.fact_count("a1").await.unwrap();
+    assert!(facts_before > 0);
+    let keep = s
+        .prune(&PruneCutoffs {
+            facts_before: now - 1,
+            summaries_before: 0,
+            incidents_before: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(keep.facts, 0);
+    assert_eq!(s.fact_count("a1").await.unwrap(), facts_before);
+    let gone = s
+        .prune(&PruneCutoffs {
+            facts_before: now + 1_000_000,
+            summaries_before: now + 1_000_000,
+            incidents_before: now + 1_000_000,
+        })
+        .await
+        .unwrap();
+    assert!(gone.facts >= facts_before as u64 + 2, "{gone:?}");
+    assert!(gone.summaries > 0, "{gone:?}");
+    assert_eq!(s.fact_count("a1").await.unwrap(), 0);
+    assert!(s.pve_notifications(None, 10).await.unwrap().is_empty());
+    assert!(s.log_templates("a1", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,7 +206,9 @@ impl NotifyConfig {
 
     /// The policy part, with the default route filled in when none is set.
     pub fn policy(&self) -> PolicyConfig {
-        let routes = if self.routes.is_empty() {
+        let routes = if self.channels.is_empty() {
+            Vec::new()
+        } else if self.routes.is_empty() {
             vec![RouteConfig::all_channels(
                 self.channels.iter().map(|c| c.name().to_owned()).collect(),
             )]

@@ -38,25 +38,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which address classes a channel may reach besides public addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which address classes a channel may reach besides public addresses
+/// (by default neither: the admin allows them per channel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressPolicy {
     /// Allow `127.0.0.0/8` and `::1` (off by default; for tests and
     /// services on the hub host itself).
     pub allow_loopback: bool,
-    /// Allow RFC 1918, CGNAT and IPv6 ULA addresses (on by default: homelab
-    /// ntfy and Gotify live on the LAN).
+    /// Allow RFC 1918, CGNAT and IPv6 ULA addresses (off unless the admin
+    /// sets it on the channel; a homelab ntfy or Gotify on the LAN needs it).
     pub allow_private: bool,
 }
 
-impl Default for EgressPolicy {
-    fn default() -> Self {
-        Self {
-            allow_loopback: false,
-            allow_private: true,
-        }
-    }
-}
 
 /// What kind of address an IP is, for the SSRF decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -531,7 +524,11 @@ mod tests {
             allow_loopback: false,
             allow_private: false,
         };
-        let lab = EgressPolicy::default();
+        let lab = EgressPolicy {
+            allow_loopback: false,
+            allow_private: true,
+        };
+        assert_eq!(EgressPolicy::default(), strict);
         let local = EgressPolicy {
             allow_loopback: true,
             allow_private: true,

@@ -327,3 +327,29 @@ pub async fn run(
         d.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_write_only;
+
+    #[test]
+    fn markers_keep_remove_or_refuse() {
+        let old =
+            json!({"channels": [{"kind": "ntfy", "name": "p", "token": "tk1", "password": "pw"}]});
+        let mut new = json!({"channels": [{"kind": "ntfy", "name": "p", "token": {"set": true}, "password": {"set": false}}]});
+        merge_write_only(&mut new, Some(&old)).unwrap();
+        assert_eq!(new["channels"][0]["token"], "tk1");
+        assert!(new["channels"][0].get("password").is_none());
+        // A renamed or re-kinded channel has nothing to keep.
+        let mut other =
+            json!({"channels": [{"kind": "gotify", "name": "p", "token": {"set": true}}]});
+        let e = merge_write_only(&mut other, Some(&old)).unwrap_err();
+        assert!(e.contains("\"p\"") && e.contains("token"), "{e}");
+        // A new value replaces the old one.
+        let mut fresh = json!({"channels": [{"kind": "ntfy", "name": "p", "token": "tk2"}]});
+        merge_write_only(&mut fresh, Some(&old)).unwrap();
+        assert_eq!(fresh["channels"][0]["token"], "tk2");
+    }
+}

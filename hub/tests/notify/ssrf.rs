@@ -133,8 +133,14 @@ async fn private_ranges_follow_allow_private() {
         e.to_string(),
         "refused to connect to 192.168.1.10 (192.168.1.10): it is a private (LAN) address and this channel has allow_private = false"
     );
-    // Allowed by default (no connection is made by check_url).
-    let t = check_url(&url, EgressPolicy::default()).await.unwrap();
+    // Refused by default: the admin must allow it on the channel.
+    assert!(check_url(&url, EgressPolicy::default()).await.is_err());
+    // Allowed when allow_private is set (no connection is made by check_url).
+    let lan = EgressPolicy {
+        allow_loopback: false,
+        allow_private: true,
+    };
+    let t = check_url(&url, lan).await.unwrap();
     assert_eq!(t.addrs, vec!["192.168.1.10:8080".parse().unwrap()]);
     assert!(!t.is_domain);
     // Unspecified, multicast and broadcast are never allowed.

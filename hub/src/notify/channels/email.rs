@@ -18,7 +18,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::{default_true, one_line};
+use super::one_line;
 use crate::notify::channel::{Channel, ChannelKind, SMTP_SERVICE, SendError, Sent};
 use crate::notify::config::ConfigError;
 use crate::notify::egress::{
@@ -83,8 +83,8 @@ pub struct EmailConfig {
     /// Allow a loopback server.
     #[serde(default)]
     pub allow_loopback: bool,
-    /// Allow a private-range server (default true).
-    #[serde(default = "default_true")]
+    /// Allow a private-range (LAN) server; off unless the admin allows it.
+    #[serde(default)]
     pub allow_private: bool,
 }
 

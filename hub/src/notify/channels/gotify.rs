@@ -8,7 +8,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{click_url, config_url, default_true, join_path, urgency};
+use super::{click_url, config_url, join_path, urgency};
 use crate::notify::channel::{Channel, ChannelKind, SendError, Sent, http_status_error};
 use crate::notify::config::ConfigError;
 use crate::notify::egress::{Egress, EgressPolicy};
@@ -28,8 +28,8 @@ pub struct GotifyConfig {
     /// Allow a loopback server.
     #[serde(default)]
     pub allow_loopback: bool,
-    /// Allow a private-range server (default true).
-    #[serde(default = "default_true")]
+    /// Allow a private-range (LAN) server; off unless the admin allows it.
+    #[serde(default)]
     pub allow_private: bool,
 }
 

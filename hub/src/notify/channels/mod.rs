@@ -17,10 +17,6 @@ use super::config::ConfigError;
 use super::egress::parse_url;
 use super::message::{Content, Notification};
 
-pub(crate) fn default_true() -> bool {
-    true
-}
-
 /// Parses a configured base or webhook URL (http/https, no user-info).
 /// `what` names the field for the error; the URL itself is never echoed.
 pub(crate) fn config_url(channel: &str, what: &str, raw: &str) -> Result<Url, ConfigError> {

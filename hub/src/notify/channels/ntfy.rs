@@ -8,9 +8,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    click_url, config_url, default_true, join_path, one_line, text_header, truncate_bytes, urgency,
-};
+use super::{click_url, config_url, join_path, one_line, text_header, truncate_bytes, urgency};
 use crate::notify::Severity;
 use crate::notify::channel::{Channel, ChannelKind, SendError, Sent, http_status_error};
 use crate::notify::config::ConfigError;
@@ -43,8 +41,8 @@ pub struct NtfyConfig {
     /// Allow a loopback server.
     #[serde(default)]
     pub allow_loopback: bool,
-    /// Allow a private-range server (default true).
-    #[serde(default = "default_true")]
+    /// Allow a private-range (LAN) server; off unless the admin allows it.
+    #[serde(default)]
     pub allow_private: bool,
 }
 

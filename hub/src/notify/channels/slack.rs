@@ -8,7 +8,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{click_url, config_url, default_true};
+use super::{click_url, config_url};
 use crate::notify::Severity;
 use crate::notify::channel::{Channel, ChannelKind, SendError, Sent, http_status_error};
 use crate::notify::config::ConfigError;
@@ -37,8 +37,8 @@ pub struct SlackConfig {
     /// Allow a loopback target.
     #[serde(default)]
     pub allow_loopback: bool,
-    /// Allow a private-range target (default true).
-    #[serde(default = "default_true")]
+    /// Allow a private-range (LAN) server; off unless the admin allows it.
+    #[serde(default)]
     pub allow_private: bool,
 }
 

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{config_url, default_true};
+use super::config_url;
 use crate::notify::channel::{Channel, ChannelKind, SendError, Sent, http_status_error};
 use crate::notify::config::ConfigError;
 use crate::notify::egress::{Egress, EgressPolicy};
@@ -84,8 +84,8 @@ pub struct WebhookConfig {
     /// Allow a loopback target.
     #[serde(default)]
     pub allow_loopback: bool,
-    /// Allow a private-range target (default true).
-    #[serde(default = "default_true")]
+    /// Allow a private-range (LAN) server; off unless the admin allows it.
+    #[serde(default)]
     pub allow_private: bool,
 }
 
