@@ -9,6 +9,7 @@
     unreachable_pub
 )]
 
+mod browser;
 mod common;
 mod delivery;
 mod docker;

@@ -50,7 +50,6 @@ pub struct EgressPolicy {
     pub allow_private: bool,
 }
 
-
 /// What kind of address an IP is, for the SSRF decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddrClass {
