@@ -138,6 +138,10 @@ pub struct LogsConfig {
     pub enabled: bool,
     /// Summary window.
     pub window_ms: u64,
+    /// An error-severity line closes the window this long after it arrived
+    /// instead of at the window's end, so problems reach the hub in about a
+    /// second while ordinary lines are still counted per window (0: off).
+    pub urgent_flush_ms: u64,
     /// Lines longer than this are cut (counted).
     pub max_line_bytes: usize,
     /// Templates kept in memory; least recently used ones are evicted (counted).
@@ -203,6 +207,7 @@ impl Default for LogsConfig {
         Self {
             enabled: true,
             window_ms: 10_000,
+            urgent_flush_ms: 1_000,
             max_line_bytes: 16 * 1024,
             max_templates: 5_000,
             disabled_redaction_rules: Vec::new(),

@@ -43,6 +43,10 @@ pub struct HubConfig {
     pub notify: crate::notify::NotifyConfig,
     /// How long facts, summaries and resolved incidents are kept.
     pub retention: RetentionConfig,
+    /// The incident engine: correlation window, hold-down, throttling and
+    /// every detector threshold (`[incidents]`, `[incidents.detectors]`,
+    /// `[incidents.throttle]`; defaults documented in `engine/config.rs`).
+    pub incidents: crate::engine::EngineConfig,
     /// The Proxmox VE notification webhook receiver.
     pub pve: PveHubConfig,
     /// LLM providers (`[llm]`; keys usually in `hub.credentials`).
@@ -161,6 +165,7 @@ impl Default for HubConfig {
             auth: AuthConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             retention: RetentionConfig::default(),
+            incidents: crate::engine::EngineConfig::default(),
             pve: PveHubConfig::default(),
             llm: crate::llm::LlmConfig::default(),
         }
@@ -228,6 +233,7 @@ impl std::fmt::Debug for HubConfig {
             .field("auth", &self.auth)
             .field("notify", &self.notify)
             .field("retention", &self.retention)
+            .field("incidents", &self.incidents)
             .field("pve", &self.pve)
             .field("llm", &self.llm)
             .finish()
@@ -272,6 +278,21 @@ impl HubConfig {
         }
         if self.agents.ingest_queue == 0 || self.quic.max_connections == 0 {
             return bad("agents.ingest_queue and quic.max_connections must be at least 1");
+        }
+        let e = &self.incidents;
+        if e.correlation_window_ms <= 0
+            || e.resolve_hold_down_ms < 0
+            || e.housekeeping_interval_ms <= 0
+            || e.max_signal_age_ms <= 0
+        {
+            return bad(
+                "incidents.correlation_window_ms, housekeeping_interval_ms and max_signal_age_ms must be positive, resolve_hold_down_ms not negative",
+            );
+        }
+        for g in [e.throttle.per_node, e.throttle.global] {
+            if g.period_ms <= 0 || g.burst == 0 {
+                return bad("incidents.throttle: period_ms must be positive and burst at least 1");
+            }
         }
         let r = &self.retention;
         if r.facts_days == 0 || r.summaries_days == 0 || r.resolved_incidents_days == 0 {

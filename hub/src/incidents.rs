@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Hub;
-use crate::engine::{Action, Command, Engine, EngineConfig, Incident, Signal, SignalBody};
+use crate::engine::{Action, Command, Engine, Incident, Signal, SignalBody};
 use crate::store::IncidentRow;
 
 /// What the engine task receives.
@@ -146,7 +146,7 @@ fn notify_event(engine: &Engine, n: &crate::engine::Notification) -> crate::noti
 
 /// Runs the engine until `shutdown`.
 pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: CancellationToken) {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(hub.config.incidents.clone());
     let now = wingman_agent::now_ms();
     match hub.store.live_incidents(now - 7 * 86_400_000).await {
         Ok(rows) => {

@@ -115,6 +115,7 @@ pub struct Pipeline {
     windows: BTreeMap<LogSource, Window>,
     baselines: HashMap<u64, Baseline>,
     flushes: u64,
+    urgent_since: Option<i64>,
     evicted_reported: u64,
     stats: PipelineStats,
 }
@@ -154,6 +155,35 @@ pub fn detect_severity(line: &str) -> Option<Severity> {
     None
 }
 
+/// Phrases of problems the hub's detectors act on, for lines that carry no
+/// severity word (the kernel's OOM report, systemd's unit failures).
+const URGENT_PHRASES: &[&str] = &[
+    "out of memory",
+    "oom-kill",
+    "killed process",
+    "segfault",
+    "i/o error",
+    "failed to start",
+    "entered failed state",
+    "start request repeated too quickly",
+    "failed with result",
+    "blocked for more than",
+    "no space left on device",
+    "quorum",
+    "fencing",
+];
+
+/// Whether a line should close its window early (see
+/// [`Pipeline::urgent_since`]): error severity or a known problem phrase.
+pub fn is_urgent(severity: Severity, line: &str) -> bool {
+    if severity.is_error() {
+        return true;
+    }
+    let head = line.get(..line.len().min(300)).unwrap_or(line);
+    let lower = head.to_ascii_lowercase();
+    URGENT_PHRASES.iter().any(|p| lower.contains(p))
+}
+
 fn looks_binary(bytes: &[u8]) -> bool {
     if bytes.contains(&0) {
         return true;
@@ -175,6 +205,7 @@ impl Pipeline {
             windows: BTreeMap::new(),
             baselines: HashMap::new(),
             flushes: 0,
+            urgent_since: None,
             evicted_reported: 0,
             stats: PipelineStats::default(),
         }
@@ -208,6 +239,13 @@ impl Pipeline {
     }
 
     /// Handles one line (without its trailing newline).
+    /// When the oldest error-severity line of the open windows arrived
+    /// (cleared when the windows are flushed); the shell flushes early.
+    pub fn urgent_since(&self) -> Option<i64> {
+        self.urgent_since
+    }
+
+    /// Handles one line.
     pub fn handle_line(&mut self, now_ms: i64, meta: &LineMeta<'_>, bytes: &[u8]) {
         self.stats.lines += 1;
         let max = self.cfg.max_line_bytes;
@@ -240,6 +278,9 @@ impl Pipeline {
             .severity
             .or_else(|| detect_severity(text))
             .unwrap_or(Severity::Info);
+        if self.urgent_since.is_none() && is_urgent(severity, text) {
+            self.urgent_since = Some(now_ms);
+        }
         let example = (meta.examples && self.cfg.max_examples > 0)
             .then(|| RedactedExample::redact(&redacted.text, &self.redactor));
         let max_examples = self.cfg.max_examples;
@@ -289,6 +330,7 @@ impl Pipeline {
 
     /// Closes every open window (shutdown).
     pub fn flush(&mut self, now_ms: i64) -> Vec<LogSummary> {
+        self.urgent_since = None;
         let all: Vec<LogSource> = self.windows.keys().cloned().collect();
         self.close(all, now_ms)
     }
@@ -540,5 +582,30 @@ mod tests {
         assert_eq!(detect_severity("[warn] y"), Some(Severity::Warning));
         assert_eq!(detect_severity("level=debug msg=z"), Some(Severity::Debug));
         assert_eq!(detect_severity("nothing here"), None);
+    }
+}
+
+#[cfg(test)]
+mod urgent_tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_urgent_and_chatter_is_not() {
+        let sev = |l: &str| detect_severity(l).unwrap_or(Severity::Info);
+        for l in [
+            "kernel: Out of memory: Killed process 4242 (java)",
+            "systemd[1]: nginx.service: Failed with result 'exit-code'.",
+            "ERROR connection refused",
+            "kernel: blk_update_request: I/O error, dev sda, sector 42",
+        ] {
+            assert!(is_urgent(sev(l), l), "{l}");
+        }
+        for l in [
+            "GET /index.html 200",
+            "INFO worker started",
+            "WARN slow query took 2s",
+        ] {
+            assert!(!is_urgent(sev(l), l), "{l}");
+        }
     }
 }

@@ -392,10 +392,21 @@ async fn pipeline_task(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention = 0i64;
     let mut raw_errors = 0u64;
+    let urgent_after = Duration::from_millis(cfg.urgent_flush_ms);
     loop {
+        // An error line closes the windows early (see `urgent_flush_ms`).
+        let urgent_at = pipeline
+            .urgent_since()
+            .filter(|_| !urgent_after.is_zero())
+            .map(|since| {
+                let age = u64::try_from(crate::now_ms().saturating_sub(since)).unwrap_or(0);
+                tokio::time::Instant::now()
+                    + urgent_after.saturating_sub(Duration::from_millis(age))
+            });
         let flush = tokio::select! {
             () = shutdown.cancelled() => true,
             _ = tick.tick() => true,
+            () = tokio::time::sleep_until(urgent_at.unwrap_or_else(tokio::time::Instant::now)), if urgent_at.is_some() => true,
             ev = rx.recv() => {
                 let Some(ev) = ev else {
                     // Every source is gone: close the last window and stop.
