@@ -402,6 +402,9 @@ pub fn plan(
         Some(p) => Some(read_secret_file(p, "webhook secret")?),
         None => None,
     };
+    if webhook.as_ref().is_some_and(|w| w.len() < 16) {
+        bail!("the webhook secret must be at least 16 characters");
+    }
 
     let (admin_user, admin_password, listen, quic_listen, public) = if args.yes {
         let admin_user = check_user_name(args.admin_user.as_deref().unwrap_or("admin"))
@@ -474,9 +477,19 @@ pub fn plan(
             }
         }
         if webhook.is_none() {
-            let s = p.secret("Proxmox VE webhook secret (Enter: keep or generate one)")?;
-            if !s.is_empty() {
+            for _ in 0..5 {
+                let s = p.secret(
+                    "Proxmox VE webhook secret (at least 16 characters; Enter: keep or generate one)",
+                )?;
+                if s.is_empty() {
+                    break;
+                }
+                if s.len() < 16 {
+                    writeln!(p.out, "  the webhook secret must be at least 16 characters")?;
+                    continue;
+                }
                 webhook = Some(s);
+                break;
             }
         }
         let go = p.ask(

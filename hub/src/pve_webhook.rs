@@ -15,8 +15,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wingman_protocol::logs::Redactor;
-use wingman_protocol::logs::mask::mask;
+use wingman_protocol::logs::{MaskedTemplate, Redactor};
 use wingman_protocol::pve::PveNotification;
 
 use crate::engine::{Signal, SignalBody};
@@ -112,7 +111,7 @@ pub fn parse(body: &[u8], redactor: &Redactor) -> Result<Received, String> {
     );
     let job_id = field(&b.fields, "job-id").map(|j| clip(&j, 80));
     let title = clip(&redactor.redact(b.title.trim()).text, MAX_TITLE);
-    let mut problems: Vec<(String, u32)> = Vec::new();
+    let mut problems: Vec<(MaskedTemplate, u32)> = Vec::new();
     let mut lines = 0u32;
     for line in b.message.lines() {
         lines = lines.saturating_add(1);
@@ -120,8 +119,8 @@ pub fn parse(body: &[u8], redactor: &Redactor) -> Result<Received, String> {
         if !PROBLEM_WORDS.iter().any(|w| lower.contains(w)) {
             continue;
         }
-        let redacted = redactor.redact(line.trim());
-        let template = clip(&mask(&redacted.text), 300);
+        let line = line.trim();
+        let (template, _) = MaskedTemplate::mask(line.get(..1024).unwrap_or(line), redactor);
         if let Some(i) = problems.iter().position(|(t, _)| *t == template) {
             problems[i].1 = problems[i].1.saturating_add(1);
         } else if problems.len() < MAX_PROBLEMS {
@@ -156,7 +155,7 @@ pub fn signals(n: &PveNotification, id: i64, received_ms: i64) -> Vec<Signal> {
     let status = n
         .problems
         .first()
-        .map(|(t, _)| t.clone())
+        .map(|(t, _)| t.as_str().to_string())
         .unwrap_or_else(|| n.title.clone());
     match n.kind.as_str() {
         "vzdump" | "replication" if failed => vec![Signal::new(

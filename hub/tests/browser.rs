@@ -93,15 +93,6 @@ impl Browser {
             .to_string()
     }
 
-    async fn click(&self, el: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/click"),
-            Some(json!({})),
-        )
-        .await;
-    }
-
     async fn type_into(&self, el: &str, text: &str) {
         self.call(
             reqwest::Method::POST,
@@ -109,6 +100,56 @@ impl Browser {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// Finds `css` and returns its text, finding it again if the page
+    /// replaced the element in between (live updates do).
+    async fn text_of(&self, css: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(el) = self.find(css).await {
+                let url = format!("{}/session/{}/element/{el}/text", self.base, self.session);
+                let v: Value = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(t) = v["value"].as_str() {
+                    return t.to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "no text for {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks `css`, finding it again if it went stale.
+    async fn click_css(&self, css: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(el) = self.find(css).await {
+                let url = format!("{}/session/{}/element/{el}/click", self.base, self.session);
+                let v: Value = self
+                    .http
+                    .post(&url)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if v["value"].get("error").is_none() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "cannot click {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn script(&self, js: &str) -> Value {
@@ -232,10 +273,8 @@ async fn dashboard_in_headless_chromium_lists_opens_escapes_and_acknowledges() {
         .wait_find("input[name=password]", Duration::from_secs(5))
         .await;
     b.type_into(&pw, "correct-horse-battery").await;
-    let submit = b
-        .wait_find("button[type=submit]", Duration::from_secs(5))
+    b.click_css("button[type=submit]", Duration::from_secs(5))
         .await;
-    b.click(&submit).await;
     b.wait_find("nav .who", Duration::from_secs(10)).await;
 
     // The incident list is open and live before anything happens.
@@ -250,18 +289,17 @@ async fn dashboard_in_headless_chromium_lists_opens_escapes_and_acknowledges() {
         ],
     );
     // Pushed to the open page over server-sent events: no reload.
-    let row = b
-        .wait_find("#incidents tbody tr[data-id] a", Duration::from_secs(15))
-        .await;
+    let link = "#incidents tbody tr[data-id] a";
+    b.wait_find(link, Duration::from_secs(15)).await;
     let pushed = t0.elapsed();
     eprintln!("incident row pushed to the open list {pushed:?} after the line was written");
-    let title = b.text(&row).await;
+    let title = b.text_of(link, Duration::from_secs(5)).await;
     assert!(!title.is_empty());
-    b.click(&row).await;
+    b.click_css(link, Duration::from_secs(5)).await;
 
     // The incident page: the log-derived <script> is text, and never ran.
-    let h1 = b.wait_find("h1", Duration::from_secs(10)).await;
-    assert_eq!(b.text(&h1).await, title);
+    b.wait_find("#state", Duration::from_secs(10)).await;
+    assert_eq!(b.text_of("h1", Duration::from_secs(5)).await, title);
     let src = b.source().await;
     assert!(src.contains("&lt;script&gt;"), "escaped template expected");
     assert!(
@@ -283,10 +321,8 @@ async fn dashboard_in_headless_chromium_lists_opens_escapes_and_acknowledges() {
     );
 
     // Acknowledge with the page's button (a CSRF-protected form post).
-    let state = b.wait_find("#state", Duration::from_secs(5)).await;
-    assert_eq!(b.text(&state).await, "open");
-    let ack = b.wait_find("#ack", Duration::from_secs(5)).await;
-    b.click(&ack).await;
+    assert_eq!(b.text_of("#state", Duration::from_secs(5)).await, "open");
+    b.click_css("#ack", Duration::from_secs(5)).await;
     eventually(Duration::from_secs(10), "acknowledged on the page", || {
         let b = &b;
         async move {

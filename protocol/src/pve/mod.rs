@@ -579,8 +579,9 @@ pub struct PveNotification {
     /// PVE's timestamp, Unix ms.
     pub at_ms: i64,
     /// Up to 8 distinct masked templates of the message lines that report a
-    /// problem (error, failed, ...), with how often each occurred.
-    pub problems: Vec<(String, u32)>,
+    /// problem (error, failed, ...), with how often each occurred. The
+    /// message itself is never kept.
+    pub problems: Vec<(crate::logs::MaskedTemplate, u32)>,
     /// Lines in the message.
     pub message_lines: u32,
 }
