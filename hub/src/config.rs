@@ -51,6 +51,8 @@ pub struct HubConfig {
     pub pve: PveHubConfig,
     /// LLM providers (`[llm]`; keys usually in `hub.credentials`).
     pub llm: crate::llm::LlmConfig,
+    /// Retrieval over incidents, outcomes, summaries and skills (`[memory]`).
+    pub memory: crate::recall::MemoryConfig,
 }
 
 /// `[retention]`: what is kept, in days, and how often it is pruned.
@@ -168,6 +170,7 @@ impl Default for HubConfig {
             incidents: crate::engine::EngineConfig::default(),
             pve: PveHubConfig::default(),
             llm: crate::llm::LlmConfig::default(),
+            memory: crate::recall::MemoryConfig::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ impl std::fmt::Debug for HubConfig {
             .field("incidents", &self.incidents)
             .field("pve", &self.pve)
             .field("llm", &self.llm)
+            .field("memory", &self.memory)
             .finish()
     }
 }
@@ -293,6 +297,21 @@ impl HubConfig {
             if g.period_ms <= 0 || g.burst == 0 {
                 return bad("incidents.throttle: period_ms must be positive and burst at least 1");
             }
+        }
+        let m = &self.memory;
+        if m.enabled
+            && m.backend == crate::recall::BackendKind::Qdrant
+            && !m.qdrant_url.starts_with("http")
+        {
+            return bad(
+                "memory.qdrant_url must be an http:// or https:// URL when backend = \"qdrant\"",
+            );
+        }
+        if m.enabled
+            && m.embedder != crate::recall::EmbedderKind::Hashed
+            && !(8..=8192).contains(&m.embed_dim)
+        {
+            return bad("memory.embed_dim must be between 8 and 8192");
         }
         let r = &self.retention;
         if r.facts_days == 0 || r.summaries_days == 0 || r.resolved_incidents_days == 0 {

@@ -217,6 +217,9 @@ pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: Cancel
             if let Err(error) = hub.store.upsert_incident(&row(&incident)).await {
                 warn!(%error, incident = %incident.id, "cannot store incident");
             }
+            if let Some(m) = &hub.memory {
+                m.index_incident(&incident);
+            }
             let _ = hub.incidents.events.send(IncidentEvent {
                 id: incident.id.clone(),
                 state: incident.state.as_str().to_string(),

@@ -15,10 +15,12 @@ pub mod incidents;
 pub mod ingest;
 pub mod init;
 pub mod llm;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod pve_webhook;
+pub mod recall;
 pub mod retention;
 pub mod signal_map;
 pub mod skills;
@@ -85,6 +87,8 @@ pub struct Hub {
     engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
     /// The notification task's handle.
     pub notify: notify::service::Notify,
+    /// Retrieval (`None` when `[memory] enabled = false`).
+    pub memory: Option<Arc<recall::Memory>>,
     notify_rx:
         Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<notify::service::NotifyInput>>>>,
 }
@@ -116,6 +120,10 @@ impl Hub {
         }
         let (incidents, engine_rx) = incidents::Incidents::new();
         let (notify, notify_rx) = notify::service::Notify::new();
+        let memory = recall::Memory::open(&config.memory, &store)
+            .await
+            .map_err(HubError::Other)?
+            .map(Arc::new);
         // SQLite has one writer at a time; PostgreSQL commits in parallel.
         let writers = if store.backend() == "postgres" { 2 } else { 1 };
         let (ingest_queue, ingest_rx) =
@@ -124,6 +132,7 @@ impl Hub {
             incidents,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
             notify,
+            memory,
             notify_rx: Arc::new(std::sync::Mutex::new(Some(notify_rx))),
             metrics: Arc::new(metrics::Metrics::default()),
             skills: Arc::new(skills),
@@ -246,6 +255,7 @@ pub async fn run(
         tracker.spawn(notify::service::run(config, source, rx, shutdown.clone()));
     }
     tracker.spawn(retention::run(hub.clone(), shutdown.clone()));
+    tracker.spawn(recall::run(hub.clone(), shutdown.clone()));
     tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
     let app = http::router(http::AppState::new(hub.clone()));
     let http_shutdown = shutdown.clone();

@@ -27,6 +27,9 @@ pub fn cutoffs(cfg: &RetentionConfig, now_ms: i64) -> PruneCutoffs {
 pub async fn prune_once(hub: &Hub, now_ms: i64) -> Result<PruneCounts, crate::store::StoreError> {
     let cut = cutoffs(&hub.config.retention, now_ms);
     let counts = hub.store.prune(&cut).await?;
+    if let Some(m) = &hub.memory {
+        m.prune(&cut).await;
+    }
     if counts != PruneCounts::default() {
         info!(
             facts = counts.facts,

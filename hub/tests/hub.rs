@@ -19,6 +19,7 @@ mod init;
 mod link;
 mod llm;
 mod logs;
+mod memory;
 mod notify;
 mod pve;
 #[path = "../../agent/tests/pve_server/mod.rs"]

@@ -6,7 +6,7 @@
 use wingman_hub::store::{
     self, AgentRow, ApiKeyRow, DynStore, FactRecord, IncidentFilter, IncidentRow, NewToken,
     PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, StoreError, TemplateRecord, TokenUse,
-    UserRow,
+    UserRow, VectorRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -511,6 +511,49 @@ async fn suite(s: DynStore) {
     assert_eq!(s.fact_count("a1").await.unwrap(), 0);
     assert!(s.pve_notifications(None, 10).await.unwrap().is_empty());
     assert!(s.log_templates("a1", 10).await.unwrap().is_empty());
+
+    // Memory vectors: upsert by id, load, delete, retention by kind and age.
+    let v = |id: &str, kind: &str, at: i64, x: f32| VectorRow {
+        id: id.into(),
+        kind: kind.into(),
+        embedder: "hashed/v1/2".into(),
+        dim: 2,
+        vector: [x.to_le_bytes(), 1f32.to_le_bytes()].concat(),
+        payload: "{}".into(),
+        created_at: at,
+    };
+    s.vectors_upsert(
+        &[
+            v("incident:1", "incident", now, 0.5),
+            v("skill:a", "skill", 0, 1.0),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    s.vectors_upsert(&[v("incident:1", "incident", now, 0.25)], now + 1)
+        .await
+        .unwrap();
+    let mut all = s.vectors_load().await.unwrap();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], v("incident:1", "incident", now, 0.25));
+    assert_eq!(
+        s.vectors_delete_older_than("incident", now).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.vectors_delete_older_than("incident", now + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    s.vectors_delete(&["skill:a".to_string()]).await.unwrap();
+    assert!(s.vectors_load().await.unwrap().is_empty());
+    // A vector whose length does not match its dimension is refused.
+    let mut bad = v("incident:2", "incident", now, 1.0);
+    bad.dim = 3;
+    assert!(s.vectors_upsert(&[bad], now).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,18 @@ pub(super) async fn detail_page(
         })
         .collect();
     let suggestions = suggestions(&state, &inc);
+    // Similar past incidents: shown when retrieval answers, else a note
+    // (the page itself never fails because the embedder is down).
+    let (similar, similar_note) = match super::search::similar_for(&state, &inc).await {
+        Ok(s) => (s, None),
+        Err(ApiError::Unavailable(s)) => (
+            Vec::new(),
+            Some(format!(
+                "Similar incidents are unavailable right now; retry in {s} s."
+            )),
+        ),
+        Err(e) => return Err(e),
+    };
     let html = state.render(
         "incident.html",
         context! {
@@ -146,6 +158,7 @@ pub(super) async fn detail_page(
             resolved => inc.resolved.as_ref().map(|a| a.by.clone()),
             timeline => timeline,
             suggestions => minijinja::Value::from(minijinja::value::Serde(&suggestions)),
+            similar => minijinja::Value::from(minijinja::value::Serde(&similar)), similar_note => similar_note,
         },
     )?;
     Ok(html.into_response())

@@ -11,6 +11,7 @@ mod incidents;
 pub mod markdown;
 mod pages;
 mod pve;
+mod search;
 mod settings;
 mod skills;
 
@@ -130,6 +131,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "clusters.html",
         include_str!("../../../web/templates/clusters.html"),
+    ),
+    (
+        "search.html",
+        include_str!("../../../web/templates/search.html"),
     ),
 ];
 
@@ -425,6 +430,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/notifications/channels/{name}/test",
             post(settings::notifications_test_api),
         )
+        .route("/search", get(search::search_page))
+        .route("/api/v1/search", get(search::search_api))
+        .route("/api/v1/incidents/{id}/similar", get(search::similar_api))
         .route("/clusters", get(pve::clusters_page))
         .route("/api/v1/clusters", get(pve::clusters_api))
         .route("/api/v1/pve/notifications", get(pve::notifications_api))

@@ -435,6 +435,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<PveNotificationRow>>;
     /// Deletes what is older than the retention cut-offs (Unix ms).
     async fn prune(&self, cut: &PruneCutoffs) -> StoreResult<PruneCounts>;
+
+    /// Every stored memory vector (read once at start).
+    async fn vectors_load(&self) -> StoreResult<Vec<VectorRow>>;
+    /// Inserts or replaces memory vectors by id, in one transaction.
+    async fn vectors_upsert(&self, rows: &[VectorRow], now: i64) -> StoreResult<()>;
+    /// Deletes memory vectors by id.
+    async fn vectors_delete(&self, ids: &[String]) -> StoreResult<()>;
+    /// Deletes memory vectors of `kind` created before `before` (ms).
+    async fn vectors_delete_older_than(&self, kind: &str, before: i64) -> StoreResult<u64>;
+}
+
+/// One stored memory vector (`memory_vectors`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorRow {
+    /// Point id, e.g. `incident:inc-12`.
+    pub id: String,
+    /// `incident`, `outcome`, `template_summary` or `skill`.
+    pub kind: String,
+    /// Embedder id string (`name/model/dim`).
+    pub embedder: String,
+    /// Dimensions.
+    pub dim: usize,
+    /// `dim` little-endian f32.
+    pub vector: Vec<u8>,
+    /// Payload JSON.
+    pub payload: String,
+    /// The document's creation, ms.
+    pub created_at: i64,
 }
 
 /// A dashboard-edited setting.

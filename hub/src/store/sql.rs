@@ -19,6 +19,7 @@ use super::{
     AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestItem,
     IngestOutcome, LatestFact, NewToken, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow,
     SettingRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UserRow,
+    VectorRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -59,6 +60,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "settings, retention, webhooks",
         include_str!("../../../migrations/sqlite/0004_settings_retention_webhooks.sql"),
     ),
+    (
+        5,
+        "memory",
+        include_str!("../../../migrations/sqlite/0005_memory.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -81,6 +87,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "settings, retention, webhooks",
         include_str!("../../../migrations/postgres/0004_settings_retention_webhooks.sql"),
+    ),
+    (
+        5,
+        "memory",
+        include_str!("../../../migrations/postgres/0005_memory.sql"),
     ),
 ];
 
@@ -1015,6 +1026,71 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn vectors_load(&self) -> StoreResult<Vec<VectorRow>> {
+                let rows = sqlx::query("SELECT id, kind, embedder, dim, vector, payload, created_at FROM memory_vectors")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let dim: i64 = r.try_get(3)?;
+                        Ok(VectorRow {
+                            id: r.try_get(0)?,
+                            kind: r.try_get(1)?,
+                            embedder: r.try_get(2)?,
+                            dim: usize::try_from(dim).unwrap_or(0),
+                            vector: r.try_get(4)?,
+                            payload: r.try_get(5)?,
+                            created_at: r.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn vectors_upsert(&self, rows: &[VectorRow], now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                for v in rows {
+                    sqlx::query(
+                        "INSERT INTO memory_vectors (id, kind, embedder, dim, vector, payload, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, \
+                         embedder = excluded.embedder, dim = excluded.dim, vector = excluded.vector, \
+                         payload = excluded.payload, created_at = excluded.created_at, updated_at = excluded.updated_at",
+                    )
+                    .bind(&v.id)
+                    .bind(&v.kind)
+                    .bind(&v.embedder)
+                    .bind(i64::try_from(v.dim).unwrap_or(0))
+                    .bind(&v.vector)
+                    .bind(&v.payload)
+                    .bind(v.created_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn vectors_delete(&self, ids: &[String]) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                for id in ids {
+                    sqlx::query("DELETE FROM memory_vectors WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn vectors_delete_older_than(&self, kind: &str, before: i64) -> StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM memory_vectors WHERE kind = $1 AND created_at < $2")
+                    .bind(kind)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             async fn prune(&self, cut: &PruneCutoffs) -> StoreResult<PruneCounts> {
