@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod http;
 pub mod incidents;
