@@ -835,12 +835,21 @@ pub async fn presence_loop(hub: Hub, shutdown: CancellationToken) {
     let timeout = i64::try_from(hub.config.agents.offline_after_ms).unwrap_or(i64::MAX);
     let every = Duration::from_millis((hub.config.agents.offline_after_ms / 4).clamp(100, 5_000));
     let mut tick = tokio::time::interval(every);
+    let mut overdue = std::collections::HashSet::new();
+    let mut next_cert_check = 0i64;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = wingman_agent::now_ms();
+        if now >= next_cert_check {
+            // Every 5 min, or a tenth of a (test-sized) certificate lifetime.
+            let lifetime = i64::try_from(hub.config.agents.cert_lifetime_secs).unwrap_or(i64::MAX);
+            next_cert_check = now + (lifetime.saturating_mul(100)).clamp(1_000, 300_000);
+            hub.incidents
+                .submit(agent_cert_signals(&hub, now, &mut overdue).await);
+        }
         match hub.store.mark_stale_offline(now - timeout, now).await {
             Ok(ids) => {
                 let mut signals = Vec::new();
@@ -860,6 +869,42 @@ pub async fn presence_loop(hub: Hub, shutdown: CancellationToken) {
             Err(error) => warn!(%error, "presence sweep failed"),
         }
     }
+}
+
+/// Certificate-expiry signals for agents whose certificate renewal is
+/// overdue: agents renew at 60-75% of the lifetime, so one with less than
+/// 20% left has failed to; once it renews, one more signal clears it.
+async fn agent_cert_signals(
+    hub: &Hub,
+    now: i64,
+    overdue: &mut std::collections::HashSet<String>,
+) -> Vec<crate::engine::Signal> {
+    let lifetime_ms = i64::try_from(hub.config.agents.cert_lifetime_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    let Ok(agents) = hub.store.list_agents().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for a in agents.iter().filter(|a| a.revoked_at.is_none()) {
+        let late = a.cert_not_after - now < lifetime_ms / 5;
+        if late || overdue.contains(&a.id) {
+            if late {
+                overdue.insert(a.id.clone());
+                warn!(agent_id = %a.id, not_after_ms = a.cert_not_after, "agent certificate renewal is overdue");
+            } else {
+                overdue.remove(&a.id);
+            }
+            out.push(crate::engine::Signal::new(
+                now,
+                crate::engine::SignalBody::CertExpiry {
+                    node: a.hostname.clone(),
+                    subject: "wingman agent certificate".into(),
+                    not_after_ms: a.cert_not_after,
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// Picks up revocations made by other processes (the CLI) and closes the

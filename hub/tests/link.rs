@@ -496,3 +496,34 @@ async fn certificates_renew_automatically_over_the_link() {
     agent.stop().await;
     th.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_certificate_renewal_is_overdue_opens_an_incident() {
+    let mut th = TestHub::start(|c| c.agents.cert_lifetime_secs = 10).await;
+    let key = th.api_key().await;
+    // Enrolled, but never connects, so it cannot renew.
+    th.enroll(&th.dir.path().join("silent")).await;
+    let title = eventually(Duration::from_secs(20), "certificate incident", || {
+        let (th, key) = (&th, key.clone());
+        async move {
+            let v: serde_json::Value = crate::common::http_client()
+                .get(th.url("/api/v1/incidents"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["incidents"].as_array()?.iter().find_map(|i| {
+                let t = i["title"].as_str()?;
+                t.contains("wingman agent certificate")
+                    .then(|| t.to_string())
+            })
+        }
+    })
+    .await;
+    assert!(title.contains("expire"), "{title}");
+    th.shutdown.cancel();
+    th.stop().await;
+}
