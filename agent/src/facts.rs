@@ -25,6 +25,32 @@ const PSEUDO_FS: &[&str] = &[
     "debugfs",
 ];
 
+/// Reads Linux pressure stall information under `root` (normally `/`):
+/// `proc/pressure/{cpu,memory,io}`. `None` where the kernel has no PSI.
+pub fn read_pressure(root: &Path) -> Option<wingman_protocol::Pressure> {
+    let read = |name: &str| std::fs::read_to_string(root.join("proc/pressure").join(name)).ok();
+    let cpu = read("cpu")?;
+    let memory = read("memory")?;
+    let io = read("io")?;
+    Some(wingman_protocol::Pressure {
+        cpu_some: psi_avg10(&cpu, "some")?,
+        memory_some: psi_avg10(&memory, "some")?,
+        io_some: psi_avg10(&io, "some")?,
+        io_full: psi_avg10(&io, "full").unwrap_or(0.0),
+    })
+}
+
+/// The `avg10` of the `some` or `full` line of a PSI file.
+pub fn psi_avg10(text: &str, which: &str) -> Option<f32> {
+    let line = text.lines().find(|l| l.starts_with(which))?;
+    let v: f32 = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("avg10="))?
+        .parse()
+        .ok()?;
+    (v.is_finite() && (0.0..=100.0).contains(&v)).then_some(v)
+}
+
 /// Detects what kind of node this is, from files under `root` (normally `/`).
 ///
 /// A Proxmox VE node has `/etc/pve` or `pveversion`; a Docker or Podman host has
@@ -178,6 +204,22 @@ mod tests {
         assert_eq!(detect_kind(d.path()), HostKind::Docker);
         std::fs::create_dir_all(d.path().join("etc/pve")).unwrap();
         assert_eq!(detect_kind(d.path()), HostKind::Proxmox);
+    }
+
+    #[test]
+    fn pressure_files_parse_and_bad_ones_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("proc/pressure");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("cpu"), "some avg10=1.50 avg60=0.80 avg300=0.20 total=123\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").unwrap();
+        std::fs::write(p.join("memory"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").unwrap();
+        std::fs::write(p.join("io"), "some avg10=42.10 avg60=30.00 avg300=10.00 total=999\nfull avg10=20.05 avg60=1.00 avg300=0.50 total=99\n").unwrap();
+        let got = read_pressure(d.path()).unwrap();
+        assert_eq!((got.cpu_some, got.io_some, got.io_full), (1.5, 42.1, 20.05));
+        std::fs::write(p.join("io"), "some avg10=banana\n").unwrap();
+        assert!(read_pressure(d.path()).is_none());
+        assert!(psi_avg10("some avg10=250.0", "some").is_none());
+        assert!(read_pressure(&d.path().join("nowhere")).is_none());
     }
 
     #[test]

@@ -636,12 +636,19 @@ impl Agent {
         };
         if due {
             self.last_sent = Some((Instant::now(), facts.clone()));
-            let fact = Fact {
-                observed_at_ms: crate::now_ms(),
+            let now = crate::now_ms();
+            let mut batch = vec![Fact {
+                observed_at_ms: now,
                 body: FactBody::Host(facts),
-            };
+            }];
+            if let Some(p) = crate::facts::read_pressure(std::path::Path::new("/")) {
+                batch.push(Fact {
+                    observed_at_ms: now,
+                    body: FactBody::Pressure(p),
+                });
+            }
             self.take_batch(Some(LogBatch {
-                facts: vec![fact],
+                facts: batch,
                 checkpoint: Vec::new(),
             }));
         }

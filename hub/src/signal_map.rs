@@ -274,6 +274,14 @@ impl FactMapper {
                         .unwrap_or_else(|| "backup failed".to_string()),
                 },
             )),
+            FactBody::Pressure(p) => out.push(Signal::new(
+                at,
+                SignalBody::IoPressure {
+                    node: node.to_string(),
+                    some_pct: p.io_some,
+                    full_pct: p.io_full,
+                },
+            )),
             _ => self.map_plain(node, f, out),
         }
     }

@@ -769,6 +769,7 @@ fn fact_json(body: &FactBody) -> String {
         FactBody::RestartLoop(r) => serde_json::to_string(r),
         FactBody::DockerStatus(d) => serde_json::to_string(d),
         FactBody::Pve(p) => serde_json::to_string(p),
+        FactBody::Pressure(p) => serde_json::to_string(p),
     };
     inner.unwrap_or_else(|_| "null".into())
 }
@@ -813,6 +814,7 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
             latest: matches!(
                 body,
                 FactBody::Host(_)
+                    | FactBody::Pressure(_)
                     | FactBody::AgentHealth(_)
                     | FactBody::ContainerInventory(_)
                     | FactBody::DockerStatus(_)

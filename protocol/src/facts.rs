@@ -35,6 +35,23 @@ pub enum FactBody {
     DockerStatus(crate::docker::DockerStatus),
     /// A Proxmox VE observation (node, guest, task, storage, ZFS, ...).
     Pve(crate::pve::PveFact),
+    /// Linux pressure stall information (`/proc/pressure/*`), sent with the
+    /// host sample where the kernel provides it.
+    Pressure(Pressure),
+}
+
+/// Pressure stall information: the share of the last 10 s in which some
+/// (or all) tasks waited for the resource, percent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// `cpu` `some avg10`.
+    pub cpu_some: f32,
+    /// `memory` `some avg10`.
+    pub memory_some: f32,
+    /// `io` `some avg10`.
+    pub io_some: f32,
+    /// `io` `full avg10`.
+    pub io_full: f32,
 }
 
 /// Why batches were lost.
@@ -118,6 +135,7 @@ impl FactBody {
             Self::RestartLoop(_) => "restart_loop",
             Self::DockerStatus(_) => "docker_status",
             Self::Pve(p) => p.kind(),
+            Self::Pressure(_) => "pressure",
         }
     }
 }

@@ -411,6 +411,14 @@ impl Detectors {
                     ));
                 }
             }
+            SignalBody::IoPressure {
+                node,
+                some_pct,
+                full_pct,
+            } => {
+                let note = format!("I/O stalls {full_pct:.0}% of the time for all tasks");
+                self.pressure(cfg, node, at, Resource::Io, *some_pct, &note, out);
+            }
             SignalBody::StorageSample {
                 node,
                 storage,

@@ -399,6 +399,16 @@ pub enum SignalBody {
         /// Available bytes.
         avail_bytes: u64,
     },
+    /// Linux pressure stall information for I/O (percent of the last 10 s
+    /// in which some tasks waited for I/O).
+    IoPressure {
+        /// Node.
+        node: String,
+        /// `io some avg10`.
+        some_pct: f32,
+        /// `io full avg10`.
+        full_pct: f32,
+    },
     /// Clock offset from the hub or NTP reference.
     TimeDrift {
         /// Node.
@@ -431,7 +441,8 @@ impl SignalBody {
             | Self::CertExpiry { node, .. }
             | Self::PendingUpdates { node, .. }
             | Self::TimeDrift { node, .. }
-            | Self::StorageSample { node, .. } => node,
+            | Self::StorageSample { node, .. }
+            | Self::IoPressure { node, .. } => node,
         }
     }
 
@@ -458,6 +469,7 @@ impl SignalBody {
             Self::PendingUpdates { .. } => "pending_updates",
             Self::TimeDrift { .. } => "time_drift",
             Self::StorageSample { .. } => "storage_sample",
+            Self::IoPressure { .. } => "io_pressure",
         }
     }
 
@@ -493,6 +505,7 @@ impl SignalBody {
             Self::PendingUpdates { .. } => format!("updates/{n}"),
             Self::TimeDrift { .. } => format!("drift/{n}"),
             Self::StorageSample { storage, .. } => format!("storage/{n}/{storage}"),
+            Self::IoPressure { .. } => format!("iopressure/{n}"),
         };
         Some(k)
     }
@@ -515,6 +528,9 @@ impl SignalBody {
                     || !load1.is_finite()
                     || iowait_pct.is_some_and(|v| !v.is_finite())
             }
+            Self::IoPressure {
+                some_pct, full_pct, ..
+            } => !some_pct.is_finite() || !full_pct.is_finite(),
             _ => false,
         }
     }

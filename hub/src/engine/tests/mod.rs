@@ -370,6 +370,7 @@ fixtures!(
     quorum_lost,
     log_error_burst,
     resource_pressure,
+    io_pressure,
     cert_expiring,
     security_updates,
     task_failed,
