@@ -217,6 +217,8 @@ pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: Cancel
             if let Err(error) = hub.store.upsert_incident(&row(&incident)).await {
                 warn!(%error, incident = %incident.id, "cannot store incident");
             }
+            // Never waits: a full reasoner queue drops by its overflow policy.
+            hub.reasoner.offer(&incident);
             let _ = hub.incidents.events.send(IncidentEvent {
                 id: incident.id.clone(),
                 state: incident.state.as_str().to_string(),
