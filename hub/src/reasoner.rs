@@ -924,13 +924,29 @@ impl Reasoner {
         let store = &self.inner.store;
         let mut b = PromptBuilder::new(TaskKind::Chat, &self.inner.redactor);
         let now = wingman_agent::now_ms();
-        for a in store
-            .list_agents()
+        let agents = store.list_agents().await.unwrap_or_default();
+        let filter = crate::store::IncidentFilter {
+            limit: 50,
+            ..Default::default()
+        };
+        let incidents = store
+            .list_incidents(&filter)
             .await
-            .unwrap_or_default()
-            .iter()
-            .take(100)
-        {
+            .map(|(rows, _)| rows)
+            .unwrap_or_default();
+        let open: Vec<_> = incidents.iter().filter(|r| r.state != "resolved").collect();
+        // Always one item, so an empty hub still has a prompt.
+        b.fact(&FactLine::new(
+            "hub",
+            FactKind::Other,
+            format!(
+                "{} nodes enrolled, {} online; {} open incidents",
+                agents.iter().filter(|a| a.revoked_at.is_none()).count(),
+                agents.iter().filter(|a| a.online).count(),
+                open.len()
+            ),
+        ));
+        for a in agents.iter().take(100) {
             if a.revoked_at.is_some() {
                 continue;
             }
@@ -948,21 +964,15 @@ impl Reasoner {
                 ),
             ));
         }
-        let filter = crate::store::IncidentFilter {
-            limit: 50,
-            ..Default::default()
-        };
-        if let Ok((rows, _)) = store.list_incidents(&filter).await {
-            for r in rows.iter().filter(|r| r.state != "resolved") {
-                b.fact(&FactLine::new(
-                    r.nodes.clone(),
-                    FactKind::Event,
-                    format!(
-                        "incident {} [{}, {}]: {}",
-                        r.id, r.severity, r.state, r.title
-                    ),
-                ));
-            }
+        for r in open {
+            b.fact(&FactLine::new(
+                r.nodes.clone(),
+                FactKind::Event,
+                format!(
+                    "incident {} [{}, {}]: {}",
+                    r.id, r.severity, r.state, r.title
+                ),
+            ));
         }
         let words: Vec<String> = question
             .split(|c: char| !c.is_alphanumeric())
