@@ -54,10 +54,10 @@ fn sse(url: String, key: String) -> mpsc::UnboundedReceiver<(Instant, Value)> {
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();
-                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
-                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                        let _ = tx.send((Instant::now(), v));
-                    }
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:"))
+                    && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+                {
+                    let _ = tx.send((Instant::now(), v));
                 }
             }
         }
@@ -219,7 +219,7 @@ fn main() {
                 }],
                 templates: Vec::new(),
             };
-            let rx = hub.ingest.try_submit(item).ok().expect("ingest queue full");
+            let rx = hub.ingest.try_submit(item).expect("ingest queue full");
             rx.await.unwrap().unwrap();
             hub.incidents
                 .submit(wingman_hub::signal_map::FactMapper::default().map("bench-hub", &[fact]));
