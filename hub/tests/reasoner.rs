@@ -668,3 +668,71 @@ fn narrative_prompt_snapshot() {
         text.len() / 4
     );
 }
+
+/// Measurement (figures printed with `--nocapture`): narrative latency from
+/// hand-over to stored against the loopback provider, and prompt size in
+/// tokens (chars / 4) as the evidence grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrative_latency_and_prompt_size_measurement() {
+    let d = serve(
+        Dialect::OpenAi,
+        vec![reply(&narrative("Storage filled up", &["E1"]))],
+    )
+    .await;
+    let th = hub_with(Some(&d), |_| {}).await;
+    let mut lat = Vec::new();
+    for i in 0..40 {
+        let id = format!("inc-{i}");
+        let mut inc = fixture(&id, "pve1:/mnt/backup 99% used");
+        // 2, 6, 12 or 22 evidence entries.
+        let extra = [0, 4, 10, 20][i % 4];
+        let proto = inc.evidence[1].clone();
+        for k in 0..extra {
+            let mut e = proto.clone();
+            e.n = 3 + k as u64;
+            e.summary = format!(
+                "vzdump of guest {} failed: no space left on device",
+                102 + k
+            );
+            inc.evidence.push(e);
+        }
+        let before = th.hub.reasoner.completed();
+        let t0 = Instant::now();
+        hand_over(&th, &inc).await;
+        eventually(Duration::from_secs(10), "narrative stored", || {
+            let th = &th;
+            async move { (th.hub.reasoner.completed() > before).then_some(()) }
+        })
+        .await;
+        lat.push((t0.elapsed().as_micros(), th.hub.reasoner.last_latency_ms()));
+    }
+    let mut us: Vec<u128> = lat.iter().map(|l| l.0).collect();
+    us.sort_unstable();
+    let pct = |p: usize| us[(us.len() - 1) * p / 100] as f64 / 1000.0;
+    eprintln!(
+        "narrative hand-over -> seen stored by a 50 ms poll, {} incidents: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        us.len(),
+        pct(50),
+        pct(95),
+        pct(100)
+    );
+    let mut ms: Vec<u64> = lat.iter().map(|l| l.1).collect();
+    ms.sort_unstable();
+    eprintln!(
+        "narrative queue -> stored (reasoner clock, incl. prompt build, HTTP, validation, store): p50 {} ms, p95 {} ms, max {} ms",
+        ms[ms.len() / 2],
+        ms[(ms.len() - 1) * 95 / 100],
+        ms[ms.len() - 1]
+    );
+    let reqs = d.requests();
+    for (i, extra) in [0usize, 4, 10, 20].iter().enumerate() {
+        let body = reqs[i].json();
+        eprintln!(
+            "prompt with {} evidence entries: ~{} tokens ({} bytes of request body)",
+            2 + extra,
+            prompt_tokens(&body),
+            reqs[i].body.len()
+        );
+    }
+    assert_eq!(reqs.len(), 40);
+}
