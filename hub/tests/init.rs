@@ -210,7 +210,7 @@ async fn init_wizard_reads_answers_line_by_line() {
     // name, password (too short, then good), HTTP (default), QUIC (invalid,
     // then one), public, openai key, anthropic (skip), webhook, confirm.
     let answers = "alice\nshort\nlong-enough-password\n\nnot-an-address\n0.0.0.0:5443\n\
-                   node-facing.example:5443\nsk-openai\n\nhook-secret\nyes\n";
+                   node-facing.example:5443\nsk-openai\n\nhook-secret-0123456789\nyes\n";
     let mut input = Cursor::new(answers.as_bytes().to_vec());
     let mut out = Vec::new();
     let pl = plan(&a, &p, &mut input, &mut out, false).unwrap();
@@ -234,7 +234,10 @@ async fn init_wizard_reads_answers_line_by_line() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(creds["pve"]["webhook_secret"].as_str(), Some("hook-secret"));
+    assert_eq!(
+        creds["pve"]["webhook_secret"].as_str(),
+        Some("hook-secret-0123456789")
+    );
     assert_eq!(
         creds["llm"]["openai"]["api_key"].as_str(),
         Some("sk-openai")
