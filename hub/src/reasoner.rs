@@ -270,6 +270,14 @@ impl Breaker {
     }
 }
 
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
+    }
+}
+
 /// `YYYY-MM` (UTC) of a Unix ms time: the budget period.
 pub fn month_of(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
@@ -824,8 +832,19 @@ impl Reasoner {
             return;
         };
         let name = provider.name();
+        // After a restart the engine hands incidents over again: one that
+        // was narrated at this severity or above is not asked about again.
+        if let Ok(Some(prev)) = self.inner.store.model_narrative(&inc.id).await
+            && matches!(prev.status.as_str(), "ok" | "fallback")
+            && severity_rank(&prev.severity) >= severity_rank(inc.severity.as_str())
+        {
+            debug!(incident = %inc.id, "already narrated at this severity");
+            self.done(queued);
+            return;
+        }
         let base = |status: &str, error: Option<String>, refs: String| ModelNarrativeRow {
             incident_id: inc.id.clone(),
+            severity: inc.severity.as_str().to_owned(),
             provider: name.to_owned(),
             model: provider.model().to_owned(),
             status: status.to_owned(),

@@ -736,3 +736,47 @@ async fn narrative_latency_and_prompt_size_measurement() {
     }
     assert_eq!(reqs.len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_new_reopened_or_escalated_incidents_are_narrated() {
+    let d = serve(
+        Dialect::OpenAi,
+        vec![reply(&narrative("Storage filled up", &["E1"]))],
+    )
+    .await;
+    let th = hub_with(Some(&d), |_| {}).await;
+    let mut inc = fixture("inc-1", "pve1:/mnt/backup 90% used");
+    inc.severity = wingman_hub::engine::Severity::Warning;
+    let wait = |n: u64| {
+        let th = &th;
+        async move {
+            eventually(
+                Duration::from_secs(10),
+                "narrative job done",
+                || async move { (th.hub.reasoner.completed() >= n).then_some(()) },
+            )
+            .await;
+        }
+    };
+    hand_over(&th, &inc).await;
+    wait(1).await;
+    // An update at the same severity asks nothing.
+    inc.updated_at_ms += 1000;
+    hand_over(&th, &inc).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.requests().len(), 1);
+    // An escalation asks again.
+    inc.severity = wingman_hub::engine::Severity::Critical;
+    hand_over(&th, &inc).await;
+    wait(2).await;
+    assert_eq!(d.requests().len(), 2);
+    let n = th
+        .hub
+        .store
+        .model_narrative("inc-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((n.status.as_str(), n.severity.as_str()), ("ok", "critical"));
+    assert_eq!(th.hub.reasoner.dropped(), 0);
+}

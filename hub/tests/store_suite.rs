@@ -563,9 +563,10 @@ async fn llm_suite(s: &DynStore, now: i64) {
     assert_eq!(chat[0].response_body, None);
     assert_eq!(s.exchanges("incident", "inc-1", 1).await.unwrap().len(), 1);
 
-    assert!(s.model_narrative("inc-1").await.unwrap().is_none());
+    assert!(s.model_narrative("inc-llm").await.unwrap().is_none());
     let mut n = ModelNarrativeRow {
-        incident_id: "inc-1".into(),
+        incident_id: "inc-llm".into(),
+        severity: "warning".into(),
         provider: "openai".into(),
         model: "gpt-test".into(),
         status: "fallback".into(),
@@ -576,10 +577,11 @@ async fn llm_suite(s: &DynStore, now: i64) {
     };
     s.put_model_narrative(&n).await.unwrap();
     n.status = "ok".into();
+    n.severity = "critical".into();
     n.narrative = Some("{\"summary\":\"s\"}".into());
     n.error = None;
     s.put_model_narrative(&n).await.unwrap();
-    assert_eq!(s.model_narrative("inc-1").await.unwrap(), Some(n));
+    assert_eq!(s.model_narrative("inc-llm").await.unwrap(), Some(n));
 
     assert_eq!(
         s.llm_usage("openai", "2027-01").await.unwrap(),

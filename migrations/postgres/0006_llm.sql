@@ -24,6 +24,7 @@ CREATE INDEX llm_exchanges_subject ON llm_exchanges(subject_kind, subject_id, id
 CREATE INDEX llm_exchanges_created ON llm_exchanges(created_at);
 CREATE TABLE llm_narratives (
     incident_id  TEXT PRIMARY KEY,
+    severity     TEXT NOT NULL,
     provider     TEXT NOT NULL,
     model        TEXT NOT NULL,
     status       TEXT NOT NULL,

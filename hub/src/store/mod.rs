@@ -516,6 +516,8 @@ pub struct ExchangeRow {
 pub struct ModelNarrativeRow {
     /// Incident.
     pub incident_id: String,
+    /// The incident's severity when it was narrated (an escalation asks again).
+    pub severity: String,
     /// Provider.
     pub provider: String,
     /// Model.

@@ -1058,6 +1058,13 @@ macro_rules! impl_store {
                     .bind(cut.incidents_before)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM skill_runs WHERE updated_at < $1")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM llm_narratives WHERE incident_id NOT IN (SELECT id FROM incidents)")
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(PruneCounts { facts: facts + events, summaries, incidents })
             }
@@ -1127,8 +1134,8 @@ macro_rules! impl_store {
 
             async fn put_model_narrative(&self, n: &ModelNarrativeRow) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO llm_narratives (incident_id, provider, model, status, narrative, error, refs, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (incident_id) DO UPDATE SET provider = excluded.provider, \
+                    "INSERT INTO llm_narratives (incident_id, provider, model, status, narrative, error, refs, created_at, severity) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (incident_id) DO UPDATE SET provider = excluded.provider, severity = excluded.severity, \
                      model = excluded.model, status = excluded.status, narrative = excluded.narrative, error = excluded.error, \
                      refs = excluded.refs, created_at = excluded.created_at",
                 )
@@ -1140,6 +1147,7 @@ macro_rules! impl_store {
                 .bind(&n.error)
                 .bind(&n.refs)
                 .bind(n.created_at)
+                .bind(&n.severity)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -1147,7 +1155,7 @@ macro_rules! impl_store {
 
             async fn model_narrative(&self, incident_id: &str) -> StoreResult<Option<ModelNarrativeRow>> {
                 let row = sqlx::query(
-                    "SELECT incident_id, provider, model, status, narrative, error, refs, created_at FROM llm_narratives WHERE incident_id = $1",
+                    "SELECT incident_id, provider, model, status, narrative, error, refs, created_at, severity FROM llm_narratives WHERE incident_id = $1",
                 )
                 .bind(incident_id)
                 .fetch_optional(&self.pool)
@@ -1162,6 +1170,7 @@ macro_rules! impl_store {
                         error: r.try_get(5)?,
                         refs: r.try_get(6)?,
                         created_at: r.try_get(7)?,
+                        severity: r.try_get(8)?,
                     })
                 })
                 .transpose()
