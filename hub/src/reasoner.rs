@@ -537,6 +537,11 @@ impl Reasoner {
         lock(&self.inner.queue).dropped()
     }
 
+    /// Jobs waiting.
+    pub fn queued(&self) -> usize {
+        lock(&self.inner.queue).len()
+    }
+
     /// Narrative jobs finished (stored, whatever the outcome).
     pub fn completed(&self) -> u64 {
         self.inner.completed.load(Ordering::Relaxed)

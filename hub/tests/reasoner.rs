@@ -779,4 +779,72 @@ async fn only_new_reopened_or_escalated_incidents_are_narrated() {
         .unwrap();
     assert_eq!((n.status.as_str(), n.severity.as_str()), ("ok", "critical"));
     assert_eq!(th.hub.reasoner.dropped(), 0);
+    let key = th.api_key().await;
+    let m = http_client()
+        .get(th.url("/metrics"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("wingman_hub_narratives_total 2"), "{m}");
+    assert!(m.contains("wingman_hub_reasoner_dropped_total 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_and_local_ollama_narratives_go_through_the_same_path() {
+    let n = narrative("Storage filled up", &["E1", "E2"]);
+    // Anthropic: forced tool named after the narrative schema.
+    let d = serve(
+        Dialect::Anthropic,
+        vec![Canned::ok(json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": [{"type": "tool_use", "id": "toolu_01", "name": "incident_narrative", "input": n}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 900, "output_tokens": 210}
+        }))],
+    )
+    .await;
+    let llm: wingman_hub::llm::LlmConfig = toml::from_str(&format!(
+        "[anthropic]\nbase_url = \"{}\"\nmodel = \"claude-test\"\napi_key = \"{KEY}\"\napi_key_env = \"\"\n",
+        d.base
+    ))
+    .unwrap();
+    let th = TestHub::start(move |c| c.llm = llm).await;
+    let key = th.api_key().await;
+    hand_over(&th, &fixture("inc-1", "pve1:/mnt/backup 99% used")).await;
+    let v = wait_narrative(&th, &key, "inc-1").await;
+    assert_eq!(v["model_narrative"]["status"], "ok", "{v}");
+    assert_eq!(v["model_narrative"]["provider"], "anthropic");
+    let b = d.only().json();
+    assert_eq!(b["tool_choice"]["name"], "incident_narrative");
+    assert_eq!(
+        v["exchanges"][0]["request_body"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        &d.only().body[..]
+    );
+    // Ollama only: narratives go to the local model.
+    let d = serve(
+        Dialect::Ollama,
+        vec![Canned::ok(crate::llm::support::ollama_reply(
+            &n.to_string(),
+        ))],
+    )
+    .await;
+    let llm: wingman_hub::llm::LlmConfig = toml::from_str(&format!(
+        "[ollama]\nbase_url = \"{}\"\nmodel = \"qwen2.5:7b\"\n",
+        d.base
+    ))
+    .unwrap();
+    let th = TestHub::start(move |c| c.llm = llm).await;
+    let key = th.api_key().await;
+    hand_over(&th, &fixture("inc-1", "pve1:/mnt/backup 99% used")).await;
+    let v = wait_narrative(&th, &key, "inc-1").await;
+    assert_eq!(v["model_narrative"]["status"], "ok", "{v}");
+    assert_eq!(v["model_narrative"]["provider"], "ollama");
+    assert_eq!(d.only().path, "/api/chat");
 }
