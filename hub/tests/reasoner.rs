@@ -520,6 +520,22 @@ async fn chat_answers_503_with_retry_after_when_the_model_is_busy() {
         .unwrap();
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].request_body.as_bytes(), &d2.only().body[..]);
+    let (c, cookie) = th2.browser_session().await;
+    let html = c
+        .get(th2.url("/chat"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("What the model saw"), "{html}");
+    assert!(html.contains("No open incidents."));
+    assert!(
+        html.contains("&lt;untrusted_data&gt;"),
+        "request shown escaped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,24 @@ async fn render_chat(
         .chat_messages(&chat::chat_id(&user.user.id), TRANSCRIPT)
         .await?;
     let status = state.hub.reasoner.status().await;
+    let exchanges = state
+        .hub
+        .store
+        .exchanges("chat", &chat::chat_id(&user.user.id), 500)
+        .await?;
+    let ex: Vec<minijinja::Value> = exchanges
+        .iter()
+        .rev()
+        .take(10)
+        .map(|e| {
+            context! {
+                provider => e.provider.clone(), model => e.model.clone(), outcome => e.outcome.clone(),
+                status => e.http_status, latency_ms => e.latency_ms, tokens_in => e.tokens_in,
+                tokens_out => e.tokens_out, error => e.error.clone(),
+                request => e.request_body.clone(), response => e.response_body.clone(),
+            }
+        })
+        .collect();
     let msgs: Vec<minijinja::Value> = messages
         .iter()
         .map(|m| context! { role => m.role.clone(), author => m.author.clone(), text => m.text.clone() })
@@ -95,7 +113,7 @@ async fn render_chat(
         "chat.html",
         context! {
             user => user.user.name.clone(), csrf => user.csrf(), messages => msgs,
-            model => model, stopped => status.stopped, link => link,
+            model => model, stopped => status.stopped, link => link, exchanges => ex,
         },
     )?;
     Ok(html.into_response())
