@@ -53,6 +53,9 @@ pub struct HubConfig {
     pub llm: crate::llm::LlmConfig,
     /// Retrieval over incidents, outcomes, summaries and skills (`[memory]`).
     pub memory: crate::recall::MemoryConfig,
+    /// The reasoner: queue, per-provider concurrency, circuit breaker and
+    /// monthly token budgets (`[reasoner]`).
+    pub reasoner: crate::reasoner::ReasonerConfig,
 }
 
 /// `[retention]`: what is kept, in days, and how often it is pruned.
@@ -171,6 +174,7 @@ impl Default for HubConfig {
             pve: PveHubConfig::default(),
             llm: crate::llm::LlmConfig::default(),
             memory: crate::recall::MemoryConfig::default(),
+            reasoner: crate::reasoner::ReasonerConfig::default(),
         }
     }
 }
@@ -240,6 +244,7 @@ impl std::fmt::Debug for HubConfig {
             .field("pve", &self.pve)
             .field("llm", &self.llm)
             .field("memory", &self.memory)
+            .field("reasoner", &self.reasoner)
             .finish()
     }
 }
@@ -320,6 +325,12 @@ impl HubConfig {
         if r.prune_interval_secs < 10 || !(10..=10_000).contains(&r.max_page_size) {
             return bad(
                 "retention.prune_interval_secs must be at least 10 and retention.max_page_size between 10 and 10000",
+            );
+        }
+        let q = &self.reasoner;
+        if q.queue_capacity == 0 || q.workers == 0 || q.default_concurrency == 0 {
+            return bad(
+                "reasoner.queue_capacity, reasoner.workers and reasoner.default_concurrency must be at least 1",
             );
         }
         if let Err(e) = self.notify.validate() {

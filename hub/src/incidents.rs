@@ -220,6 +220,8 @@ pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: Cancel
             if let Some(m) = &hub.memory {
                 m.index_incident(&incident);
             }
+            // Never waits: a full reasoner queue drops by its overflow policy.
+            hub.reasoner.offer(&incident);
             let _ = hub.incidents.events.send(IncidentEvent {
                 id: incident.id.clone(),
                 state: incident.state.as_str().to_string(),

@@ -7,6 +7,7 @@
 //! [`commands`] or [`run`].
 
 pub mod auth;
+pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod pve_webhook;
+pub mod reasoner;
 pub mod recall;
 pub mod retention;
 pub mod signal_map;
@@ -83,6 +85,8 @@ pub struct Hub {
     pub skills: Arc<skills::Library>,
     /// The incident engine's handle.
     pub incidents: incidents::Incidents,
+    /// The reasoning layer (model narratives, chat).
+    pub reasoner: reasoner::Reasoner,
     /// Delivery counters (`/metrics`, node pages).
     pub metrics: Arc<metrics::Metrics>,
     engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
@@ -129,19 +133,29 @@ impl Hub {
         let writers = if store.backend() == "postgres" { 2 } else { 1 };
         let (ingest_queue, ingest_rx) =
             ingest::IngestQueue::sharded(config.agents.ingest_queue, writers);
+        let skills = Arc::new(skills);
+        let redactor = Arc::new(wingman_protocol::logs::Redactor::new(
+            &wingman_protocol::logs::RedactConfig::default(),
+        ));
+        let reasoner = reasoner::Reasoner::new(
+            config.reasoner.clone(),
+            &config.llm,
+            store.clone(),
+            redactor.clone(),
+            skills.clone(),
+        );
         Ok(Self {
             incidents,
+            reasoner,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
             notify,
             memory,
             notify_rx: Arc::new(std::sync::Mutex::new(Some(notify_rx))),
             metrics: Arc::new(metrics::Metrics::default()),
-            skills: Arc::new(skills),
+            skills,
             ingest: ingest_queue,
             ingest_rx: Arc::new(std::sync::Mutex::new(ingest_rx)),
-            redactor: Arc::new(wingman_protocol::logs::Redactor::new(
-                &wingman_protocol::logs::RedactConfig::default(),
-            )),
+            redactor,
             config: Arc::new(config),
             store,
             pki: Arc::new(pki),
@@ -257,6 +271,7 @@ pub async fn run(
     }
     tracker.spawn(retention::run(hub.clone(), shutdown.clone()));
     tracker.spawn(recall::run(hub.clone(), shutdown.clone()));
+    tracker.spawn(hub.reasoner.clone().run(shutdown.clone()));
     tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
     let app = http::router(http::AppState::new(hub.clone()));
     let http_shutdown = shutdown.clone();

@@ -408,5 +408,16 @@ pub async fn scrape(hub: &crate::Hub) -> crate::store::StoreResult<String> {
             lost_facts: d.gaps.lost_facts,
         });
     }
-    Ok(hub.metrics.render(&gauges, hub.ingest.available()))
+    let mut text = hub.metrics.render(&gauges, hub.ingest.available());
+    let r = &hub.reasoner;
+    let _ = writeln!(
+        text,
+        "# HELP wingman_hub_narratives_total Model narrative jobs finished (stored, skipped or fallen back).\n# TYPE wingman_hub_narratives_total counter\nwingman_hub_narratives_total {}\n\
+         # HELP wingman_hub_reasoner_dropped_total Reasoner jobs dropped by the queue's overflow policy.\n# TYPE wingman_hub_reasoner_dropped_total counter\nwingman_hub_reasoner_dropped_total {}\n\
+         # HELP wingman_hub_reasoner_queued Reasoner jobs waiting for a model.\n# TYPE wingman_hub_reasoner_queued gauge\nwingman_hub_reasoner_queued {}",
+        r.completed(),
+        r.dropped(),
+        r.queued()
+    );
+    Ok(text)
 }

@@ -94,6 +94,28 @@ impl TestHub {
         }
     }
 
+    /// A signed-in browser session of `admin` (created through the store):
+    /// a client and the `cookie` header value.
+    pub async fn browser_session(&self) -> (reqwest::Client, String) {
+        let _ = self.api_key().await;
+        let user = self.hub.store.user_by_name("admin").await.unwrap().unwrap();
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let now = wingman_agent::now_ms();
+        self.hub
+            .store
+            .create_session(&wingman_hub::store::SessionRow {
+                id_hash: wingman_hub::auth::sha256_hex(&id),
+                user_id: user.id,
+                csrf_token: "csrf-test".into(),
+                created_at: now,
+                last_seen: now,
+                expires_at: now + 3_600_000,
+            })
+            .await
+            .unwrap();
+        (http_client(), format!("wingman_session={id}"))
+    }
+
     pub async fn api_key(&self) -> String {
         if self
             .hub

@@ -24,5 +24,6 @@ mod notify;
 mod pve;
 #[path = "../../agent/tests/pve_server/mod.rs"]
 mod pve_server;
+mod reasoner;
 mod skills;
 mod store_suite;

@@ -27,7 +27,14 @@ pub(crate) fn append(path: &Path, lines: &[&str]) {
 
 /// Starts a hub and an agent following `app.log`; returns them and the log path.
 pub(crate) async fn hub_with_logging_agent() -> (TestHub, TestAgent, String, std::path::PathBuf) {
-    let th = TestHub::start(|_| {}).await;
+    hub_with_logging_agent_tweaked(|_| {}).await
+}
+
+/// Like [`hub_with_logging_agent`], with the hub config tweaked first.
+pub(crate) async fn hub_with_logging_agent_tweaked(
+    tweak: impl FnOnce(&mut wingman_hub::HubConfig),
+) -> (TestHub, TestAgent, String, std::path::PathBuf) {
+    let th = TestHub::start(tweak).await;
     let dir = th.dir.path().join("agent");
     let id = th.enroll(&dir).await;
     let log = th.dir.path().join("app.log");

@@ -4,9 +4,9 @@
 //! missing URL fails the test instead of skipping it.
 
 use wingman_hub::store::{
-    self, AgentRow, ApiKeyRow, DynStore, FactRecord, IncidentFilter, IncidentRow, NewToken,
-    PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, StoreError, TemplateRecord, TokenUse,
-    UserRow, VectorRow,
+    self, AgentRow, ApiKeyRow, ChatMessageRow, DynStore, ExchangeRow, FactRecord, IncidentFilter,
+    IncidentRow, ModelNarrativeRow, NewToken, PruneCutoffs, PveNotificationRow, SessionRow,
+    SettingRow, SkillRunRow, StoreError, TemplateRecord, TokenUse, UsageRow, UserRow, VectorRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -50,6 +50,7 @@ async fn suite(s: DynStore) {
     let now = 1_800_000_000_000i64;
     // Migrations are idempotent.
     s.migrate().await.unwrap();
+    llm_suite(&s, now).await;
 
     // Tokens.
     let tok = NewToken {
@@ -554,6 +555,142 @@ async fn suite(s: DynStore) {
     let mut bad = v("incident:2", "incident", now, 1.0);
     bad.dim = 3;
     assert!(s.vectors_upsert(&[bad], now).await.is_err());
+    assert!(
+        s.exchanges("incident", "inc-1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Exchanges, model narratives, token usage, chat and skill runs.
+async fn llm_suite(s: &DynStore, now: i64) {
+    let ex = |attempt: i64, outcome: &str| ExchangeRow {
+        id: 0,
+        subject_kind: "incident".into(),
+        subject_id: "inc-1".into(),
+        provider: "openai".into(),
+        model: "gpt-test".into(),
+        task: "narrative".into(),
+        attempt,
+        request_body: "{\"model\":\"gpt-test\",\"messages\":[]}".into(),
+        response_body: Some("{\"id\":\"x\"}".into()),
+        http_status: Some(200),
+        tokens_in: Some(1200),
+        tokens_out: Some(300),
+        latency_ms: 42,
+        est_cost_usd: Some(0.0048),
+        outcome: outcome.into(),
+        error: (outcome != "ok").then(|| "invalid model output: x".to_string()),
+        created_at: now,
+    };
+    let a = s.record_exchange(&ex(1, "invalid_output")).await.unwrap();
+    let b = s.record_exchange(&ex(2, "ok")).await.unwrap();
+    assert!(b > a);
+    let mut other = ex(1, "ok");
+    other.subject_kind = "chat".into();
+    other.subject_id = "user:u1".into();
+    other.response_body = None;
+    other.http_status = None;
+    other.est_cost_usd = None;
+    s.record_exchange(&other).await.unwrap();
+    let got = s.exchanges("incident", "inc-1", 10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, a);
+    assert_eq!(got[0].outcome, "invalid_output");
+    assert_eq!(got[1].request_body, ex(2, "ok").request_body);
+    assert_eq!(got[1].tokens_in, Some(1200));
+    assert!((got[1].est_cost_usd.unwrap() - 0.0048).abs() < 1e-12);
+    let chat = s.exchanges("chat", "user:u1", 10).await.unwrap();
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0].response_body, None);
+    assert_eq!(s.exchanges("incident", "inc-1", 1).await.unwrap().len(), 1);
+
+    assert!(s.model_narrative("inc-llm").await.unwrap().is_none());
+    let mut n = ModelNarrativeRow {
+        incident_id: "inc-llm".into(),
+        severity: "warning".into(),
+        provider: "openai".into(),
+        model: "gpt-test".into(),
+        status: "fallback".into(),
+        narrative: None,
+        error: Some("invalid model output twice".into()),
+        refs: "{}".into(),
+        created_at: now,
+    };
+    s.put_model_narrative(&n).await.unwrap();
+    n.status = "ok".into();
+    n.severity = "critical".into();
+    n.narrative = Some("{\"summary\":\"s\"}".into());
+    n.error = None;
+    s.put_model_narrative(&n).await.unwrap();
+    assert_eq!(s.model_narrative("inc-llm").await.unwrap(), Some(n));
+
+    assert_eq!(
+        s.llm_usage("openai", "2027-01").await.unwrap(),
+        UsageRow::default()
+    );
+    s.add_llm_usage("openai", "2027-01", 100, 20, 0.5)
+        .await
+        .unwrap();
+    s.add_llm_usage("openai", "2027-01", 10, 2, 0.25)
+        .await
+        .unwrap();
+    s.add_llm_usage("openai", "2027-02", 1, 1, 0.0)
+        .await
+        .unwrap();
+    let u = s.llm_usage("openai", "2027-01").await.unwrap();
+    assert_eq!((u.tokens_in, u.tokens_out, u.calls), (110, 22, 2));
+    assert!((u.cost_usd - 0.75).abs() < 1e-9);
+    assert_eq!(s.llm_usage("anthropic", "2027-01").await.unwrap().calls, 0);
+
+    for (i, role) in ["user", "assistant", "user"].iter().enumerate() {
+        s.append_chat(&ChatMessageRow {
+            id: 0,
+            chat_id: "user:u1".into(),
+            role: (*role).into(),
+            author: "alice".into(),
+            text: format!("m{i} <b>"),
+            created_at: now + i as i64,
+        })
+        .await
+        .unwrap();
+    }
+    let m = s.chat_messages("user:u1", 2).await.unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(
+        (m[0].text.as_str(), m[1].text.as_str()),
+        ("m1 <b>", "m2 <b>")
+    );
+    assert!(s.chat_messages("user:u2", 10).await.unwrap().is_empty());
+
+    let run = SkillRunRow {
+        id: "run-1".into(),
+        skill_id: "disk-filling".into(),
+        incident_id: Some("inc-1".into()),
+        started_by: "alice".into(),
+        steps: "[]".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    s.create_skill_run(&run).await.unwrap();
+    assert!(matches!(
+        s.create_skill_run(&run).await,
+        Err(StoreError::Conflict)
+    ));
+    s.update_skill_run("run-1", "[{\"done\":true}]", now + 5)
+        .await
+        .unwrap();
+    let r = s.skill_run("run-1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.steps.as_str(), r.updated_at),
+        ("[{\"done\":true}]", now + 5)
+    );
+    assert!(s.skill_run("nope").await.unwrap().is_none());
+    assert!(matches!(
+        s.update_skill_run("nope", "[]", now).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,7 @@ pub(super) async fn detail_page(
         ),
         Err(e) => return Err(e),
     };
+    let model = model_view(&state, &inc.id).await?;
     let html = state.render(
         "incident.html",
         context! {
@@ -159,9 +160,90 @@ pub(super) async fn detail_page(
             timeline => timeline,
             suggestions => minijinja::Value::from(minijinja::value::Serde(&suggestions)),
             similar => minijinja::Value::from(minijinja::value::Serde(&similar)), similar_note => similar_note,
+            model => model.page,
         },
     )?;
     Ok(html.into_response())
+}
+
+/// The reasoner's artefacts of an incident, for the page and the API.
+struct ModelView {
+    narrative: Option<crate::reasoner::NarrativeView>,
+    exchanges: Vec<crate::store::ExchangeRow>,
+    status: crate::reasoner::AssistantStatus,
+    page: minijinja::Value,
+}
+
+/// Most exchanges shown per incident.
+const MAX_EXCHANGES: i64 = 50;
+
+async fn model_view(state: &AppState, id: &str) -> Result<ModelView, ApiError> {
+    use crate::reasoner::{NarrativeView, ref_anchor};
+    let narrative = state
+        .hub
+        .store
+        .model_narrative(id)
+        .await?
+        .map(|r| NarrativeView::from(&r));
+    let exchanges = state
+        .hub
+        .store
+        .exchanges("incident", id, MAX_EXCHANGES)
+        .await?;
+    let status = state.hub.reasoner.status().await;
+    let cite = |refs: &[String]| -> Vec<minijinja::Value> {
+        refs.iter()
+            .map(|r| context! { id => r.clone(), href => ref_anchor(r) })
+            .collect()
+    };
+    let ok = narrative
+        .as_ref()
+        .and_then(|n| n.narrative.as_ref().map(|m| (n, m)))
+        .map(|(n, m)| {
+            context! {
+                provider => n.provider.clone(), model => n.model.clone(),
+                summary => m.summary.clone(), impact => m.impact.clone(),
+                confidence => format!("{:?}", m.confidence).to_lowercase(),
+                causes => m.likely_causes.iter().map(|c| context! { cause => c.cause.clone(), refs => cite(&c.evidence) }).collect::<Vec<_>>(),
+                steps => m.next_steps.iter().map(|s| context! { step => s.step.clone(), skills => s.skill_ids.clone() }).collect::<Vec<_>>(),
+            }
+        });
+    let failed = narrative
+        .as_ref()
+        .filter(|n| n.narrative.is_none())
+        .map(|n| context! { status => n.status.clone(), error => n.error.clone(), provider => n.provider.clone() });
+    let refs: Vec<minijinja::Value> = narrative
+        .as_ref()
+        .map(|n| {
+            n.refs
+                .iter()
+                .filter(|(k, _)| !k.starts_with('E'))
+                .map(|(k, v)| context! { id => k.clone(), anchor => ref_anchor(k).trim_start_matches('#').to_string(), label => v.clone() })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ex: Vec<minijinja::Value> = exchanges
+        .iter()
+        .map(|e| {
+            context! {
+                provider => e.provider.clone(), model => e.model.clone(), task => e.task.clone(),
+                attempt => e.attempt, status => e.http_status, outcome => e.outcome.clone(),
+                tokens_in => e.tokens_in, tokens_out => e.tokens_out, latency_ms => e.latency_ms,
+                cost => e.est_cost_usd.map(|c| format!("{c:.5}")), error => e.error.clone(),
+                request => e.request_body.clone(), response => e.response_body.clone(),
+            }
+        })
+        .collect();
+    let page = context! {
+        ok => ok, failed => failed, refs => refs, exchanges => ex,
+        configured => status.provider.is_some(), stopped => status.stopped.clone(),
+    };
+    Ok(ModelView {
+        narrative,
+        exchanges,
+        status,
+        page,
+    })
 }
 
 /// Skills whose triggers match the incident's detectors and evidence.
@@ -270,9 +352,12 @@ pub(super) async fn detail_api(
         .ok_or(ApiError::NotFound)?;
     let inc = parse(&row.body)?;
     let suggestions = suggestions(&state, &inc);
-    Ok(Json(
-        json!({ "incident": inc, "suggested_skills": suggestions }),
-    ))
+    let model = model_view(&state, &inc.id).await?;
+    Ok(Json(json!({
+        "incident": inc, "suggested_skills": suggestions,
+        "model_narrative": model.narrative, "exchanges": model.exchanges,
+        "assistant": model.status,
+    })))
 }
 
 async fn api_command(

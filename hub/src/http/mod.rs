@@ -7,6 +7,7 @@
 //! [`ApiError`] that never shows internals to clients.
 
 mod api;
+mod chat;
 mod incidents;
 pub mod markdown;
 mod pages;
@@ -136,6 +137,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         "search.html",
         include_str!("../../../web/templates/search.html"),
     ),
+    (
+        "chat.html",
+        include_str!("../../../web/templates/chat.html"),
+    ),
+    ("run.html", include_str!("../../../web/templates/run.html")),
 ];
 
 const STYLE_CSS: &str = include_str!("../../../web/static/style.css");
@@ -359,7 +365,14 @@ async fn shed(
         state.hub.metrics.http_shed();
         return ApiError::Unavailable(2).into_response();
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    // Chat waits for the model (bounded by `reasoner.chat_timeout_secs`).
+    let path = req.uri().path();
+    let deadline = if path == "/chat" || path == "/api/v1/chat" {
+        std::time::Duration::from_secs(state.hub.config.reasoner.chat_timeout_secs.max(1) + 5)
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
             state.hub.metrics.http_shed();
@@ -442,6 +455,12 @@ pub fn router(state: AppState) -> Router {
                 state.hub.config.pve.webhook_max_body.unwrap_or(256 * 1024),
             )),
         )
+        .route("/chat", get(chat::chat_page).post(chat::chat_form))
+        .route("/api/v1/chat", post(chat::chat_api))
+        .route("/runs/{id}", get(chat::run_page))
+        .route("/runs/{id}/steps/{idx}", post(chat::run_tick_form))
+        .route("/api/v1/runs/{id}", get(chat::run_api))
+        .route("/api/v1/runs/{id}/steps/{idx}", post(chat::run_tick_api))
         .route("/skills", get(skills::skills_page))
         .route("/skills/{id}", get(skills::skill_page))
         .route("/api/v1/skills", get(skills::skills_api))

@@ -50,7 +50,7 @@ pub use config::{
 };
 pub use error::LlmError;
 pub use exchange::{Exchange, Pricing, Usage};
-pub use narrative::{Confidence, Explanation};
+pub use narrative::{Confidence, Explanation, IncidentNarrative, NextStep, RankedCause};
 pub use ollama::OllamaProvider;
 pub use openai::{OpenAiProvider, OpenRouterProvider};
 pub use prompt::{

@@ -10,6 +10,7 @@
 //! | fact summaries the hub renders from typed facts | [`PromptBuilder::fact`] | `F1`, `F2`, … |
 //! | masked log templates with their counts | [`PromptBuilder::template`], [`PromptBuilder::template_count`] | `T1`, … |
 //! | the hub's deterministic incident narrative | [`PromptBuilder::narrative`] | `N1`, … |
+//! | an incident's evidence entries (built from facts and masked templates) | [`PromptBuilder::evidence`] | `E<n>`, the entry's own number |
 //! | skill (runbook) text | [`PromptBuilder::skill`] | — |
 //! | the operator's own chat question | [`PromptBuilder::operator_question`] | — |
 //!
@@ -295,7 +296,35 @@ impl<'r> PromptBuilder<'r> {
         id
     }
 
-    /// Adds a skill (runbook) as reference guidance in the system prompt.
+    /// Adds an evidence entry of an incident under its own number, so the
+    /// model cites it as `E<n>` and the page links the claim to `#E<n>`.
+    /// Returns the ref id. The text is a hub-built summary (facts and masked
+    /// templates only) and is redacted again like every other input.
+    pub fn evidence(
+        &mut self,
+        n: u64,
+        node: &str,
+        severity: &'static str,
+        count: u64,
+        text: &str,
+    ) -> String {
+        let id = format!("E{n}");
+        let node = self.clean(node, 128);
+        let text = self.clean(text, MAX_FACT_TEXT);
+        self.items.push(Item {
+            id: id.clone(),
+            item_type: "evidence",
+            node: (!node.is_empty()).then_some(node),
+            kind: None,
+            severity: Some(severity),
+            count: Some(count),
+            text,
+        });
+        id
+    }
+
+    /// Adds a skill (runbook) as reference guidance in the system prompt;
+    /// `name` is the skill id the model cites.
     pub fn skill(&mut self, name: &str, body: &str) -> &mut Self {
         let name = self.clean(name, 128);
         let body = self.clean(body, MAX_SKILL_TEXT);
@@ -394,9 +423,9 @@ impl LocalPromptBuilder<'_> {
         self
     }
 
-    /// Adds a redacted example log line (scanned again); returns `E<n>`.
+    /// Adds a redacted example log line (scanned again); returns `X<n>`.
     pub fn example(&mut self, node: &str, example: &RedactedExample) -> String {
-        let id = self.inner.next_ref(3, 'E');
+        let id = self.inner.next_ref(3, 'X');
         let node = self.inner.clean(node, 128);
         let text = self.inner.clean(example.as_str(), 512);
         self.inner.items.push(Item {
@@ -494,9 +523,11 @@ fn task_instruction(task: TaskKind) -> &'static str {
             "Summarise the facts and log templates in the data."
         }
         TaskKind::Narrative => {
-            "Explain the incident described by the data: a short summary, the likely cause, the \
-             refs of the items that support it, your confidence, and suggested next steps for \
-             the operator to check. Do not invent facts that are not in the data."
+            "Explain the incident described by the data: a short summary; the likely causes, \
+             most likely first, each with the refs of the data items that support it; the impact; \
+             next steps for the operator to check, each citing the ids of the reference runbooks \
+             that cover it (or none); and your confidence. Do not invent facts that are not in \
+             the data."
         }
         TaskKind::Chat => {
             "Answer the operator's question using the data. Say so when the data does not \
@@ -526,7 +557,7 @@ fn render_system(task: TaskKind, skills: &[Skill]) -> String {
         );
         let list: Vec<_> = skills
             .iter()
-            .map(|k| serde_json::json!({"name": k.name, "text": k.body}))
+            .map(|k| serde_json::json!({"id": k.name, "text": k.body}))
             .collect();
         s.push_str(&fenced_json(&list));
     }

@@ -444,6 +444,152 @@ pub trait Store: Send + Sync + 'static {
     async fn vectors_delete(&self, ids: &[String]) -> StoreResult<()>;
     /// Deletes memory vectors of `kind` created before `before` (ms).
     async fn vectors_delete_older_than(&self, kind: &str, before: i64) -> StoreResult<u64>;
+
+    /// Records one model call; returns its row id.
+    async fn record_exchange(&self, row: &ExchangeRow) -> StoreResult<i64>;
+    /// Model calls about one subject (`incident` or `chat` and its id), oldest first.
+    async fn exchanges(
+        &self,
+        subject_kind: &str,
+        subject_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<ExchangeRow>>;
+    /// Inserts or replaces the model narrative of an incident.
+    async fn put_model_narrative(&self, row: &ModelNarrativeRow) -> StoreResult<()>;
+    /// The model narrative of an incident.
+    async fn model_narrative(&self, incident_id: &str) -> StoreResult<Option<ModelNarrativeRow>>;
+    /// Adds tokens, one call and cost to a provider's usage of `month` (`YYYY-MM`).
+    async fn add_llm_usage(
+        &self,
+        provider: &str,
+        month: &str,
+        tokens_in: i64,
+        tokens_out: i64,
+        cost_usd: f64,
+    ) -> StoreResult<()>;
+    /// A provider's usage of `month` (zero when none).
+    async fn llm_usage(&self, provider: &str, month: &str) -> StoreResult<UsageRow>;
+    /// Appends a chat message; returns its row id.
+    async fn append_chat(&self, row: &ChatMessageRow) -> StoreResult<i64>;
+    /// The newest `limit` messages of a chat, oldest first.
+    async fn chat_messages(&self, chat_id: &str, limit: i64) -> StoreResult<Vec<ChatMessageRow>>;
+    /// Stores a new guided skill run.
+    async fn create_skill_run(&self, row: &SkillRunRow) -> StoreResult<()>;
+    /// One skill run.
+    async fn skill_run(&self, id: &str) -> StoreResult<Option<SkillRunRow>>;
+    /// Replaces a run's steps (JSON) after a tick.
+    async fn update_skill_run(&self, id: &str, steps: &str, updated_at: i64) -> StoreResult<()>;
+}
+
+/// One stored model call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExchangeRow {
+    /// Row id (0 before insert).
+    pub id: i64,
+    /// `incident` or `chat`.
+    pub subject_kind: String,
+    /// Incident id or chat id.
+    pub subject_id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// Task (`narrative`, `chat`).
+    pub task: String,
+    /// HTTP attempt within the call, from 1.
+    pub attempt: i64,
+    /// The exact request body sent.
+    pub request_body: String,
+    /// The response body, when one arrived.
+    pub response_body: Option<String>,
+    /// HTTP status, when a response arrived.
+    pub http_status: Option<i64>,
+    /// Prompt tokens.
+    pub tokens_in: Option<i64>,
+    /// Completion tokens.
+    pub tokens_out: Option<i64>,
+    /// Latency, ms.
+    pub latency_ms: i64,
+    /// Estimated cost, USD.
+    pub est_cost_usd: Option<f64>,
+    /// `ok`, `invalid_output` or `error`.
+    pub outcome: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// The model narrative of an incident (or why there is none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelNarrativeRow {
+    /// Incident.
+    pub incident_id: String,
+    /// The incident's severity when it was narrated (an escalation asks again).
+    pub severity: String,
+    /// Provider.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// `ok`, `fallback` (invalid output twice), `failed`, `skipped`.
+    pub status: String,
+    /// The validated narrative as JSON when `ok`.
+    pub narrative: Option<String>,
+    /// Why the model narrative is missing.
+    pub error: Option<String>,
+    /// JSON object: ref id -> short label of the data item given to the model.
+    pub refs: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// Token usage of a provider in one month.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageRow {
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Completion tokens.
+    pub tokens_out: i64,
+    /// Calls.
+    pub calls: i64,
+    /// Estimated cost, USD.
+    pub cost_usd: f64,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessageRow {
+    /// Row id (0 before insert).
+    pub id: i64,
+    /// Chat (one per user).
+    pub chat_id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// User name, or `wingman`.
+    pub author: String,
+    /// Text (shown escaped, never as HTML).
+    pub text: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// A guided skill run: the skill's steps as a checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkillRunRow {
+    /// Run id.
+    pub id: String,
+    /// Skill.
+    pub skill_id: String,
+    /// Incident it was started for.
+    pub incident_id: Option<String>,
+    /// User.
+    pub started_by: String,
+    /// JSON array of `{text, done, by, at}`.
+    pub steps: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
 }
 
 /// One stored memory vector (`memory_vectors`).

@@ -16,10 +16,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, FactRecord, GapAccounting, IncidentFilter, IncidentRow, IngestItem,
-    IngestOutcome, LatestFact, NewToken, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow,
-    SettingRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UserRow,
-    VectorRow,
+    AgentRow, ApiKeyRow, ChatMessageRow, ExchangeRow, FactRecord, GapAccounting, IncidentFilter,
+    IncidentRow, IngestItem, IngestOutcome, LatestFact, ModelNarrativeRow, NewToken, PruneCounts,
+    PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, SkillRunRow, Store, StoreError,
+    StoreResult, TemplateRecord, TemplateRow, TokenUse, UsageRow, UserRow, VectorRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -65,6 +65,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "memory",
         include_str!("../../../migrations/sqlite/0005_memory.sql"),
     ),
+    (
+        6,
+        "llm exchanges, narratives, usage, chat, skill runs",
+        include_str!("../../../migrations/sqlite/0006_llm.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -92,6 +97,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "memory",
         include_str!("../../../migrations/postgres/0005_memory.sql"),
+    ),
+    (
+        6,
+        "llm exchanges, narratives, usage, chat, skill runs",
+        include_str!("../../../migrations/postgres/0006_llm.sql"),
     ),
 ];
 
@@ -1115,8 +1125,255 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query("DELETE FROM llm_exchanges WHERE created_at < $1")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM chat_messages WHERE created_at < $1")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM skill_runs WHERE updated_at < $1")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM llm_narratives WHERE incident_id NOT IN (SELECT id FROM incidents)")
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(PruneCounts { facts: facts + events, summaries, incidents })
+            }
+
+            async fn record_exchange(&self, e: &ExchangeRow) -> StoreResult<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO llm_exchanges (subject_kind, subject_id, provider, model, task, attempt, request_body, \
+                     response_body, http_status, tokens_in, tokens_out, latency_ms, est_cost_usd, outcome, error, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+                )
+                .bind(&e.subject_kind)
+                .bind(&e.subject_id)
+                .bind(&e.provider)
+                .bind(&e.model)
+                .bind(&e.task)
+                .bind(e.attempt)
+                .bind(&e.request_body)
+                .bind(&e.response_body)
+                .bind(e.http_status)
+                .bind(e.tokens_in)
+                .bind(e.tokens_out)
+                .bind(e.latency_ms)
+                .bind(e.est_cost_usd)
+                .bind(&e.outcome)
+                .bind(&e.error)
+                .bind(e.created_at)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn exchanges(&self, kind: &str, id: &str, limit: i64) -> StoreResult<Vec<ExchangeRow>> {
+                let rows = sqlx::query(
+                    "SELECT id, subject_kind, subject_id, provider, model, task, attempt, request_body, response_body, \
+                     http_status, tokens_in, tokens_out, latency_ms, est_cost_usd, outcome, error, created_at \
+                     FROM llm_exchanges WHERE subject_kind = $1 AND subject_id = $2 ORDER BY id LIMIT $3",
+                )
+                .bind(kind)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ExchangeRow {
+                            id: r.try_get(0)?,
+                            subject_kind: r.try_get(1)?,
+                            subject_id: r.try_get(2)?,
+                            provider: r.try_get(3)?,
+                            model: r.try_get(4)?,
+                            task: r.try_get(5)?,
+                            attempt: r.try_get(6)?,
+                            request_body: r.try_get(7)?,
+                            response_body: r.try_get(8)?,
+                            http_status: r.try_get(9)?,
+                            tokens_in: r.try_get(10)?,
+                            tokens_out: r.try_get(11)?,
+                            latency_ms: r.try_get(12)?,
+                            est_cost_usd: r.try_get(13)?,
+                            outcome: r.try_get(14)?,
+                            error: r.try_get(15)?,
+                            created_at: r.try_get(16)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_model_narrative(&self, n: &ModelNarrativeRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO llm_narratives (incident_id, provider, model, status, narrative, error, refs, created_at, severity) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (incident_id) DO UPDATE SET provider = excluded.provider, severity = excluded.severity, \
+                     model = excluded.model, status = excluded.status, narrative = excluded.narrative, error = excluded.error, \
+                     refs = excluded.refs, created_at = excluded.created_at",
+                )
+                .bind(&n.incident_id)
+                .bind(&n.provider)
+                .bind(&n.model)
+                .bind(&n.status)
+                .bind(&n.narrative)
+                .bind(&n.error)
+                .bind(&n.refs)
+                .bind(n.created_at)
+                .bind(&n.severity)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn model_narrative(&self, incident_id: &str) -> StoreResult<Option<ModelNarrativeRow>> {
+                let row = sqlx::query(
+                    "SELECT incident_id, provider, model, status, narrative, error, refs, created_at, severity FROM llm_narratives WHERE incident_id = $1",
+                )
+                .bind(incident_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok(ModelNarrativeRow {
+                        incident_id: r.try_get(0)?,
+                        provider: r.try_get(1)?,
+                        model: r.try_get(2)?,
+                        status: r.try_get(3)?,
+                        narrative: r.try_get(4)?,
+                        error: r.try_get(5)?,
+                        refs: r.try_get(6)?,
+                        created_at: r.try_get(7)?,
+                        severity: r.try_get(8)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn add_llm_usage(&self, provider: &str, month: &str, tokens_in: i64, tokens_out: i64, cost: f64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO llm_usage (provider, month, tokens_in, tokens_out, calls, cost_usd) VALUES ($1, $2, $3, $4, 1, $5) \
+                     ON CONFLICT (provider, month) DO UPDATE SET tokens_in = llm_usage.tokens_in + excluded.tokens_in, \
+                     tokens_out = llm_usage.tokens_out + excluded.tokens_out, calls = llm_usage.calls + 1, \
+                     cost_usd = llm_usage.cost_usd + excluded.cost_usd",
+                )
+                .bind(provider)
+                .bind(month)
+                .bind(tokens_in)
+                .bind(tokens_out)
+                .bind(cost)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn llm_usage(&self, provider: &str, month: &str) -> StoreResult<UsageRow> {
+                let row = sqlx::query(
+                    "SELECT tokens_in, tokens_out, calls, cost_usd FROM llm_usage WHERE provider = $1 AND month = $2",
+                )
+                .bind(provider)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(r) => Ok(UsageRow {
+                        tokens_in: r.try_get(0)?,
+                        tokens_out: r.try_get(1)?,
+                        calls: r.try_get(2)?,
+                        cost_usd: r.try_get(3)?,
+                    }),
+                    None => Ok(UsageRow::default()),
+                }
+            }
+
+            async fn append_chat(&self, m: &ChatMessageRow) -> StoreResult<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO chat_messages (chat_id, role, author, text, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(&m.chat_id)
+                .bind(&m.role)
+                .bind(&m.author)
+                .bind(&m.text)
+                .bind(m.created_at)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn chat_messages(&self, chat_id: &str, limit: i64) -> StoreResult<Vec<ChatMessageRow>> {
+                let rows = sqlx::query(
+                    "SELECT id, chat_id, role, author, text, created_at FROM chat_messages WHERE chat_id = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(chat_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(ChatMessageRow {
+                            id: r.try_get(0)?,
+                            chat_id: r.try_get(1)?,
+                            role: r.try_get(2)?,
+                            author: r.try_get(3)?,
+                            text: r.try_get(4)?,
+                            created_at: r.try_get(5)?,
+                        })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                out.reverse();
+                Ok(out)
+            }
+
+            async fn create_skill_run(&self, r: &SkillRunRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO skill_runs (id, skill_id, incident_id, started_by, steps, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&r.id)
+                .bind(&r.skill_id)
+                .bind(&r.incident_id)
+                .bind(&r.started_by)
+                .bind(&r.steps)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn skill_run(&self, id: &str) -> StoreResult<Option<SkillRunRow>> {
+                let row = sqlx::query(
+                    "SELECT id, skill_id, incident_id, started_by, steps, created_at, updated_at FROM skill_runs WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok(SkillRunRow {
+                        id: r.try_get(0)?,
+                        skill_id: r.try_get(1)?,
+                        incident_id: r.try_get(2)?,
+                        started_by: r.try_get(3)?,
+                        steps: r.try_get(4)?,
+                        created_at: r.try_get(5)?,
+                        updated_at: r.try_get(6)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn update_skill_run(&self, id: &str, steps: &str, updated_at: i64) -> StoreResult<()> {
+                let r = sqlx::query("UPDATE skill_runs SET steps = $1, updated_at = $2 WHERE id = $3")
+                    .bind(steps)
+                    .bind(updated_at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
             }
         }
     };

@@ -7,4 +7,4 @@ mod ollama;
 mod openai;
 mod openrouter;
 mod privacy;
-mod support;
+pub(crate) mod support;

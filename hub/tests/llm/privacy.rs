@@ -149,7 +149,7 @@ async fn local_prompt_goes_only_to_local_providers() {
     b.fact(&FactLine::new("pve1", FactKind::Storage, "local-lvm full"));
     let ex = RedactedExample::redact("vzdump: write error on /dev/pve/data, password=hunter2", &r);
     let eid = b.example("pve1", &ex);
-    assert_eq!(eid, "E1");
+    assert_eq!(eid, "X1");
     let local = b.build().unwrap();
 
     // A cloud provider refuses it without sending a byte.
