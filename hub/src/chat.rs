@@ -148,6 +148,28 @@ fn reply(kind: &'static str, text: String, link: Option<String>) -> ChatReply {
     }
 }
 
+/// What retrieval finds for `q`, cited with links (empty when off).
+async fn retrieved(hub: &Hub, q: &str) -> String {
+    let Some(m) = hub.memory.as_ref() else {
+        return String::new();
+    };
+    match m.search(q, 5, &crate::memory::Filter::default()).await {
+        Ok(hits) if !hits.is_empty() => {
+            let mut out = String::from("\nRelated, from memory:");
+            for h in &hits {
+                let v = crate::http::search_view(h);
+                out.push_str(&format!(
+                    "\n- {} {}: {} ({})",
+                    v.kind, v.ref_id, v.title, v.href
+                ));
+            }
+            out
+        }
+        Ok(_) => String::new(),
+        Err(e) => format!("\n(Search is unavailable: {e}.)"),
+    }
+}
+
 async fn what_the_hub_knows(hub: &Hub) -> Result<String, StoreError> {
     let agents = hub.store.list_agents().await?;
     let online = agents.iter().filter(|a| a.online).count();
@@ -344,8 +366,9 @@ async fn answer(
             Err(ChatError::NoModel) => Ok(reply(
                 "no_model",
                 format!(
-                    "No language model is configured, so I can only run commands: list skills, show skill <id>, run skill <id>, show incident <id>, ack <id>. What the hub knows:\n{}",
-                    what_the_hub_knows(hub).await?
+                    "No language model is configured, so I can only run commands: list skills, show skill <id>, run skill <id>, show incident <id>, ack <id>. What the hub knows:\n{}{}",
+                    what_the_hub_knows(hub).await?,
+                    retrieved(hub, &q).await
                 ),
                 None,
             )),

@@ -144,6 +144,9 @@ impl Hub {
             redactor.clone(),
             skills.clone(),
         );
+        if let Some(m) = &memory {
+            reasoner.set_memory(m.clone());
+        }
         Ok(Self {
             incidents,
             reasoner,

@@ -325,12 +325,37 @@ fn fact_kind(s: &Subject) -> FactKind {
     }
 }
 
+/// A similar past incident or outcome, as retrieval found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastIncident {
+    /// `incident` or `outcome`.
+    pub kind: String,
+    /// Incident id.
+    pub ref_id: String,
+    /// Title.
+    pub title: String,
+    /// Excerpt (hub-built text: narrative, evidence summaries, resolution).
+    pub text: String,
+}
+
+impl PastIncident {
+    fn from_hit(h: &crate::memory::Hit) -> Self {
+        Self {
+            kind: h.payload.kind.as_str().to_owned(),
+            ref_id: h.payload.ref_id.clone(),
+            title: h.payload.title.clone(),
+            text: h.payload.text.clone(),
+        }
+    }
+}
+
 /// Builds the narrative prompt of `inc` (pure; snapshot-tested).
 pub fn incident_prompt(
     redactor: &Redactor,
     inc: &Incident,
     templates: &[TemplateInput],
     skills: &[(String, String)],
+    past: &[PastIncident],
 ) -> Result<IncidentPrompt, PromptError> {
     let mut b = PromptBuilder::new(TaskKind::Narrative, redactor);
     let mut labels = BTreeMap::new();
@@ -367,6 +392,15 @@ pub fn incident_prompt(
     }
     let id = b.narrative(&inc.narrative);
     labels.insert(id, "the hub's deterministic narrative".to_owned());
+    // Similar past incidents (hub-built narratives and outcome records, the
+    // same data class as the narrative above).
+    for p in past {
+        let id = b.narrative(&format!(
+            "Similar past {} {} ({}): {}",
+            p.kind, p.ref_id, p.title, p.text
+        ));
+        labels.insert(id, format!("similar past incident {}", p.ref_id));
+    }
     let mut skill_ids = BTreeSet::new();
     for (id, title) in skills {
         b.skill(id, title);
@@ -449,6 +483,9 @@ struct Inner {
     store: DynStore,
     redactor: Arc<Redactor>,
     skills: Arc<crate::skills::Library>,
+    /// Retrieval, when enabled: similar past incidents for narratives and
+    /// related items for chat.
+    memory: std::sync::OnceLock<Arc<crate::recall::Memory>>,
     completed: AtomicU64,
     last_latency_ms: AtomicU64,
 }
@@ -500,6 +537,27 @@ impl Reasoner {
         Self::with_router(cfg, router, store, redactor, skills)
     }
 
+    /// Gives the reasoner retrieval (set once, at start).
+    pub fn set_memory(&self, memory: Arc<crate::recall::Memory>) {
+        let _ = self.inner.memory.set(memory);
+    }
+
+    /// Up to 3 similar past incidents or outcomes of `inc` as prompt
+    /// material; none when retrieval is off or unavailable (a narrative
+    /// never fails because of it).
+    async fn past_for(&self, inc: &Incident) -> Vec<PastIncident> {
+        let Some(m) = self.inner.memory.get() else {
+            return Vec::new();
+        };
+        match m.similar(inc, 3).await {
+            Ok(hits) => hits.iter().map(PastIncident::from_hit).collect(),
+            Err(error) => {
+                debug!(%error, incident = %inc.id, "no similar incidents for the prompt");
+                Vec::new()
+            }
+        }
+    }
+
     /// A reasoner over an explicit router (tests, benches).
     pub fn with_router(
         cfg: ReasonerConfig,
@@ -521,6 +579,7 @@ impl Reasoner {
                 store,
                 redactor,
                 skills,
+                memory: std::sync::OnceLock::new(),
                 completed: AtomicU64::new(0),
                 last_latency_ms: AtomicU64::new(0),
             }),
@@ -774,6 +833,26 @@ impl Reasoner {
         if let Err(error) = self.inner.store.put_model_narrative(&row).await {
             warn!(%error, incident = %row.incident_id, "cannot store model narrative");
         }
+        // Model-written narratives are indexed next to the deterministic one.
+        if let (Some(m), "ok", Some(text)) = (
+            self.inner.memory.get(),
+            row.status.as_str(),
+            row.narrative.as_deref(),
+        ) {
+            let summary = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("summary").and_then(|s| s.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| text.to_owned());
+            let mut d = crate::memory::Document::new(
+                crate::memory::DocKind::Incident,
+                &row.incident_id,
+                format!("Model narrative of {}", row.incident_id),
+                &summary,
+                row.created_at,
+            );
+            d.id = format!("{}#model", d.id);
+            let _ = m.indexer.try_index(d);
+        }
     }
 
     async fn templates_for(&self, inc: &Incident) -> Vec<TemplateInput> {
@@ -867,7 +946,8 @@ impl Reasoner {
         }
         let templates = self.templates_for(&inc).await;
         let skills = self.skills_for(&inc);
-        let built = match incident_prompt(&self.inner.redactor, &inc, &templates, &skills) {
+        let past = self.past_for(&inc).await;
+        let built = match incident_prompt(&self.inner.redactor, &inc, &templates, &skills, &past) {
             Ok(p) => p,
             Err(e) => {
                 warn!(incident = %inc.id, error = %e, "narrative prompt refused by the privacy gate");
@@ -1009,6 +1089,31 @@ impl Reasoner {
             if n < 5 && words.iter().any(|w| hay.contains(w.as_str())) {
                 b.skill(&s.id, &s.title);
                 n += 1;
+            }
+        }
+        // What retrieval finds for the question, so answers can cite it.
+        if let Some(m) = self.inner.memory.get()
+            && let Ok(hits) = m
+                .search(question, 5, &crate::memory::Filter::default())
+                .await
+        {
+            for h in &hits {
+                let p = &h.payload;
+                match p.kind {
+                    crate::memory::DocKind::Skill => {
+                        b.skill(&p.ref_id, &p.title);
+                    }
+                    crate::memory::DocKind::Incident | crate::memory::DocKind::Outcome => {
+                        b.narrative(&format!(
+                            "Retrieved past {} {} ({}): {}",
+                            p.kind.as_str(),
+                            p.ref_id,
+                            p.title,
+                            p.text
+                        ));
+                    }
+                    crate::memory::DocKind::TemplateSummary => {}
+                }
             }
         }
         b.operator_question(question);

@@ -361,13 +361,17 @@ impl Memory {
     pub async fn similar(&self, i: &Incident, k: usize) -> Result<Vec<Hit>, RetrieveError> {
         let hits = self
             .retriever
-            .search(&incident_text(i), k + 2, &Filter::default())
+            .search(&incident_text(i), k * 2 + 2, &Filter::default())
             .await?;
+        // One entry per (kind, incident): a model narrative and the
+        // deterministic one of the same incident count once.
+        let mut seen = std::collections::BTreeSet::new();
         Ok(hits
             .into_iter()
             .filter(|h| {
                 matches!(h.payload.kind, DocKind::Incident | DocKind::Outcome)
                     && h.payload.ref_id != i.id
+                    && seen.insert((h.payload.kind.as_str(), h.payload.ref_id.clone()))
             })
             .take(k)
             .collect())

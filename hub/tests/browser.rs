@@ -85,14 +85,6 @@ impl Browser {
         }
     }
 
-    async fn text(&self, el: &str) -> String {
-        self.call(reqwest::Method::GET, &format!("/element/{el}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
-
     async fn type_into(&self, el: &str, text: &str) {
         self.call(
             reqwest::Method::POST,
@@ -326,8 +318,7 @@ async fn dashboard_in_headless_chromium_lists_opens_escapes_and_acknowledges() {
     eventually(Duration::from_secs(10), "acknowledged on the page", || {
         let b = &b;
         async move {
-            let s = b.find("#state").await?;
-            (b.text(&s).await == "acknowledged").then_some(())
+            (b.text_of("#state", Duration::from_secs(5)).await == "acknowledged").then_some(())
         }
     })
     .await;

@@ -656,7 +656,8 @@ fn narrative_prompt_snapshot() {
         "disk-filling".to_owned(),
         "Disk filling up on a node".to_owned(),
     )];
-    let p = reasoner::incident_prompt(&Redactor::default(), &inc, &templates, &skills).unwrap();
+    let p =
+        reasoner::incident_prompt(&Redactor::default(), &inc, &templates, &skills, &[]).unwrap();
     let text = format!(
         "=== system ===\n{}\n=== user ===\n{}\n",
         p.prompt.system(),
@@ -863,4 +864,57 @@ async fn anthropic_and_local_ollama_narratives_go_through_the_same_path() {
     assert_eq!(v["model_narrative"]["status"], "ok", "{v}");
     assert_eq!(v["model_narrative"]["provider"], "ollama");
     assert_eq!(d.only().path, "/api/chat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narratives_get_similar_past_incidents_and_chat_cites_what_it_retrieved() {
+    use wingman_hub::memory::{DocKind, Document};
+    let d = serve(
+        Dialect::OpenAi,
+        vec![reply(&narrative("The pool lost a disk again.", &["E1"]))],
+    )
+    .await;
+    let th = hub_with(Some(&d), |_| {}).await;
+    let key = th.api_key().await;
+    let mem = th.hub.memory.clone().unwrap();
+    // What fixed it last time, in memory.
+    mem.indexer
+        .try_index(Document::new(
+            DocKind::Outcome,
+            "inc-old",
+            "Outcome: ZFS pool tank on nas1 is DEGRADED",
+            "zpool tank on nas1: health DEGRADED, disk sdb faulted. Resolved by alice after 95 min: replaced sdb and resilvered.",
+            wingman_agent::now_ms() - 86_400_000,
+        ))
+        .unwrap();
+    mem.indexer.flush().await;
+    let inc = fixture(
+        "inc-9",
+        "zfs_degraded: zpool tank on nas2: health DEGRADED, 0 scrub error(s)",
+    );
+    hand_over(&th, &inc).await;
+    let v = wait_narrative(&th, &key, "inc-9").await;
+    assert_eq!(v["model_narrative"]["status"], "ok", "{v}");
+    let body = String::from_utf8(d.requests()[0].body.to_vec()).unwrap();
+    assert!(
+        body.contains("inc-old") && body.contains("resilvered"),
+        "{body}"
+    );
+
+    // Chat (no question model needed for this part): what memory found is cited.
+    let th2 = hub_with(None, |_| {}).await;
+    let key2 = th2.api_key().await;
+    let (status, _, reply) = eventually(Duration::from_secs(20), "chat cites memory", || {
+        let (th2, key2) = (&th2, key2.clone());
+        async move {
+            let r = chat(th2, &key2, "zfs pool degraded, what should I do?").await;
+            r.2.to_string().contains("zfs-pool-degraded").then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        reply.to_string().contains("Related, from memory"),
+        "{reply}"
+    );
 }

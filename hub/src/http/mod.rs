@@ -13,6 +13,7 @@ pub mod markdown;
 mod pages;
 mod pve;
 mod search;
+pub use search::view as search_view;
 mod settings;
 mod skills;
 

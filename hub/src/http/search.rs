@@ -17,7 +17,7 @@ use crate::memory::{DocKind, Filter, Hit, RetrieveError};
 
 /// A hit as pages and the API show it.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct HitView {
+pub struct HitView {
     /// `incident`, `outcome`, `template_summary` or `skill`.
     pub kind: &'static str,
     /// Incident id, skill id or `node:template_id`.
@@ -34,7 +34,7 @@ pub(crate) struct HitView {
     pub href: String,
 }
 
-pub(crate) fn view(h: &Hit) -> HitView {
+pub fn view(h: &Hit) -> HitView {
     let p = &h.payload;
     let href = match p.kind {
         DocKind::Incident | DocKind::Outcome => format!("/incidents/{}", p.ref_id),
