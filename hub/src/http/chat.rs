@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::pages::page_user;
+use super::pages::{form_user, page_user};
 use super::{ApiError, AppState, CurrentUser};
 use crate::chat::{self, ChatFailure, RunStep};
 
@@ -124,13 +124,10 @@ pub(super) async fn chat_form(
     user: Result<CurrentUser, ApiError>,
     axum::Form(form): axum::Form<ChatForm>,
 ) -> Result<Response, ApiError> {
-    let user = match page_user(user) {
+    let user = match form_user(user, &form.csrf)? {
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !user.csrf_ok(&form.csrf) {
-        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
-    }
     match chat::handle(&state.hub, &user.user.id, &user.user.name, &form.message).await {
         Ok(r) => {
             if r.link.is_some() {
@@ -234,13 +231,10 @@ pub(super) async fn run_tick_form(
     Path((id, idx)): Path<(String, usize)>,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let user = match page_user(user) {
+    let user = match form_user(user, &form.csrf)? {
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !user.csrf_ok(&form.csrf) {
-        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
-    }
     tick(&state, &id, idx, &user.user.name).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }

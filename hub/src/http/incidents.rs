@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::pages::{ago, page_user};
+use super::pages::{ago, form_user, page_user};
 use super::{ApiError, AppState, CurrentUser};
 use crate::engine::{Command, Incident};
 use crate::store::IncidentFilter;
@@ -292,13 +292,10 @@ async fn form_command(
     form: CsrfForm,
     resolve: bool,
 ) -> Result<Response, ApiError> {
-    let user = match page_user(user) {
+    let user = match form_user(user, &form.csrf)? {
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !user.csrf_ok(&form.csrf) {
-        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
-    }
     command(&state, &id, &user.user.name, resolve).await?;
     Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
 }

@@ -82,6 +82,21 @@ pub(super) fn page_user(user: Result<CurrentUser, ApiError>) -> Result<CurrentUs
     }
 }
 
+/// A page user (see [`page_user`]) whose form carries this session's CSRF
+/// token: the outer error is the 403 for a missing or wrong token, the inner
+/// one the redirect to sign in.
+#[allow(clippy::result_large_err)]
+pub(super) fn form_user(
+    user: Result<CurrentUser, ApiError>,
+    csrf: &str,
+) -> Result<Result<CurrentUser, Response>, ApiError> {
+    match page_user(user) {
+        Ok(u) if u.csrf_ok(csrf) => Ok(Ok(u)),
+        Ok(_) => Err(ApiError::Forbidden("missing or invalid CSRF token".into())),
+        Err(r) => Ok(Err(r)),
+    }
+}
+
 fn error_page(state: &AppState, status: StatusCode, message: &str) -> Response {
     match state.render(
         "error.html",

@@ -11,7 +11,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::pages::page_user;
+use super::pages::{form_user, page_user};
 use super::{ApiError, AppState, CurrentUser};
 use crate::notify::NotifyConfig;
 use crate::notify::service::{ConfigSource, SETTING_KEY, merge_write_only};
@@ -250,13 +250,10 @@ pub(super) async fn notifications_save_form(
     user: Result<CurrentUser, ApiError>,
     axum::Form(form): axum::Form<SaveForm>,
 ) -> Result<Response, ApiError> {
-    let user = match page_user(user) {
+    let user = match form_user(user, &form.csrf)? {
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !user.csrf_ok(&form.csrf) {
-        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
-    }
     if form.doc.len() > MAX_DOC {
         return Ok(back("", "the document is too large"));
     }
@@ -284,13 +281,10 @@ pub(super) async fn notifications_test_form(
     user: Result<CurrentUser, ApiError>,
     axum::Form(form): axum::Form<TestForm>,
 ) -> Result<Response, ApiError> {
-    let user = match page_user(user) {
+    let user = match form_user(user, &form.csrf)? {
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !user.csrf_ok(&form.csrf) {
-        return Err(ApiError::Forbidden("missing or invalid CSRF token".into()));
-    }
     match test(&state, &user, &form.channel).await {
         Ok(status) => Ok(back(
             &format!(
