@@ -347,6 +347,15 @@ async fn answer(
             Ok(match r {
                 Ok(()) => {
                     info!(incident = %id, by = %user_name, "incident acknowledged from chat");
+                    let _ = hub
+                        .audit
+                        .record(
+                            &format!("user:{user_name}"),
+                            crate::control::audit::AuditKind::IncidentAcknowledged,
+                            Some(&id),
+                            serde_json::json!({"via": "chat"}),
+                        )
+                        .await;
                     reply(
                         "command",
                         format!("Acknowledged {id} as {user_name}."),

@@ -6,6 +6,7 @@
 //! binary in `main.rs` only parses the command line and calls into
 //! [`commands`] or [`run`].
 
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod commands;
@@ -92,6 +93,8 @@ pub struct Hub {
     engine_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<incidents::EngineInput>>>>,
     /// The notification task's handle.
     pub notify: notify::service::Notify,
+    /// The audit trail (append side).
+    pub audit: Arc<audit::AuditLog>,
     /// Retrieval (`None` when `[memory] enabled = false`).
     pub memory: Option<Arc<recall::Memory>>,
     notify_rx:
@@ -125,6 +128,7 @@ impl Hub {
         }
         let (incidents, engine_rx) = incidents::Incidents::new();
         let (notify, notify_rx) = notify::service::Notify::new();
+        let audit = Arc::new(audit::AuditLog::open(store.clone()).await?);
         let memory = recall::Memory::open(&config.memory, &store)
             .await
             .map_err(HubError::Other)?
@@ -152,6 +156,7 @@ impl Hub {
             reasoner,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
             notify,
+            audit,
             memory,
             notify_rx: Arc::new(std::sync::Mutex::new(Some(notify_rx))),
             metrics: Arc::new(metrics::Metrics::default()),

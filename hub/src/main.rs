@@ -81,6 +81,19 @@ enum Command {
         #[command(subcommand)]
         command: SkillsCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exits 1 and names the first broken entry.
+    Verify,
+    /// Print every entry as JSON lines.
+    Export,
 }
 
 #[derive(Subcommand)]
@@ -343,6 +356,22 @@ fn real_main() -> anyhow::Result<()> {
                 let hub = Hub::open(config).await?;
                 let key = commands::create_api_key(&hub, &name, &user, days).await?;
                 println!("API key {name:?} for user {user} (valid {days} days; shown only once):\n  {key}\n\nUse it as:  curl -H 'Authorization: Bearer {key}' http://HUB/api/v1/nodes");
+            }
+            Command::Audit { command } => {
+                let hub = Hub::open(config).await?;
+                match command {
+                    AuditCommand::Verify => match wingman_hub::audit::verify(&hub.store).await {
+                        Ok((n, head)) => {
+                            let head = head.map(|h| format!("head #{} {}", h.seq, h.hash)).unwrap_or_else(|| "empty".into());
+                            println!("audit trail OK: {n} entries, {head}");
+                        }
+                        Err(e) => bail!("{e}"),
+                    },
+                    AuditCommand::Export => {
+                        let all = wingman_hub::audit::read_all(&hub.store).await?;
+                        print!("{}", wingman_hub::control::audit::to_jsonl(&all));
+                    }
+                }
             }
             Command::DefaultConfig | Command::Skills { .. } | Command::Init(_) => {}
         }

@@ -184,3 +184,110 @@ async fn an_oom_line_opens_an_incident_with_narrative_and_skills() {
     agent.stop().await;
     th.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledging_is_audited_and_a_rewritten_chain_is_detected() {
+    let (mut th, mut agent, _agent_id, log) = hub_with_logging_agent().await;
+    let key = th.api_key().await;
+    let c = http_client();
+    append(
+        &log,
+        &[
+            "kernel: Out of memory: Killed process 777 (postgres) total-vm:9000000kB, anon-rss:5000000kB",
+        ],
+    );
+    let id = eventually(Duration::from_secs(10), "incident", || {
+        let (c, th, key) = (&c, &th, key.clone());
+        async move {
+            let v: Value = c
+                .get(th.url("/api/v1/incidents"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["incidents"][0]["id"].as_str().map(str::to_string)
+        }
+    })
+    .await;
+    for action in ["ack", "resolve"] {
+        let r = c
+            .post(th.url(&format!("/api/v1/incidents/{id}/{action}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Per incident, in the API and the export.
+    let v: Value = c
+        .get(th.url(&format!("/api/v1/incidents/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["incident_acknowledged", "incident_resolved"], "{v}");
+    assert_eq!(v["audit"][0]["actor"], "user:admin");
+    let jsonl = c
+        .get(th.url("/api/v1/audit"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(jsonl.lines().count(), 2, "{jsonl}");
+    let ok: Value = c
+        .get(th.url("/api/v1/audit/verify"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(ok["entries"], 2);
+    // Someone with the database file drops the guard and rewrites entry 1.
+    let url = th.hub.config.database_url();
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'user:mallory' WHERE seq = 1")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let bad: Value = c
+        .get(th.url("/api/v1/audit/verify"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(bad["broken_at"], 1, "{bad}");
+    let e = wingman_hub::audit::verify(&th.hub.store).await.unwrap_err();
+    assert!(e.to_string().contains("entry 1"), "{e}");
+    agent.stop().await;
+    th.shutdown.cancel();
+    th.stop().await;
+}

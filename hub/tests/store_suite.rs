@@ -4,9 +4,10 @@
 //! missing URL fails the test instead of skipping it.
 
 use wingman_hub::store::{
-    self, AgentRow, ApiKeyRow, ChatMessageRow, DynStore, ExchangeRow, FactRecord, IncidentFilter,
-    IncidentRow, ModelNarrativeRow, NewToken, PruneCutoffs, PveNotificationRow, SessionRow,
-    SettingRow, SkillRunRow, StoreError, TemplateRecord, TokenUse, UsageRow, UserRow, VectorRow,
+    self, AgentRow, ApiKeyRow, AuditRow, ChatMessageRow, DynStore, ExchangeRow, FactRecord,
+    IncidentFilter, IncidentRow, ModelNarrativeRow, NewToken, PruneCutoffs, PveNotificationRow,
+    SessionRow, SettingRow, SkillRunRow, StoreError, TemplateRecord, TokenUse, UsageRow, UserRow,
+    VectorRow,
 };
 
 fn agent(id: &str, now: i64) -> AgentRow {
@@ -555,6 +556,37 @@ async fn suite(s: DynStore) {
     let mut bad = v("incident:2", "incident", now, 1.0);
     bad.dim = 3;
     assert!(s.vectors_upsert(&[bad], now).await.is_err());
+
+    // Audit: append-only, in order, per incident; the head.
+    assert!(s.audit_last().await.unwrap().is_none());
+    let a = |seq: i64, inc: Option<&str>| AuditRow {
+        seq,
+        ts: 1_800_000_000,
+        actor: "user:alice".into(),
+        kind: "incident_acknowledged".into(),
+        incident_id: inc.map(str::to_string),
+        plan_id: None,
+        detail: "{}".into(),
+        prev_hash: format!("h{}", seq - 1),
+        hash: format!("h{seq}"),
+    };
+    s.audit_append(&a(1, Some("inc-1"))).await.unwrap();
+    s.audit_append(&a(2, None)).await.unwrap();
+    s.audit_append(&a(3, Some("inc-1"))).await.unwrap();
+    assert!(
+        s.audit_append(&a(3, None)).await.is_err(),
+        "sequence numbers are unique"
+    );
+    assert_eq!(s.audit_last().await.unwrap(), Some(a(3, Some("inc-1"))));
+    let inc: Vec<i64> = s
+        .audit_entries(Some("inc-1"), 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(inc, [1, 3]);
+    assert_eq!(s.audit_entries(None, 1, 10).await.unwrap().len(), 2);
     assert!(
         s.exchanges("incident", "inc-1", 10)
             .await
@@ -703,6 +735,16 @@ async fn store_suite_sqlite() {
     // Reopening keeps the data and does not re-run migrations.
     let s = store::open(&url).await.unwrap();
     assert_eq!(s.user_count().await.unwrap(), 1);
+    // The audit log refuses updates and deletes, whoever asks.
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for q in [
+        "UPDATE audit_log SET actor = 'mallory'",
+        "DELETE FROM audit_log",
+    ] {
+        let e = sqlx::query(q).execute(&mut c).await.unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+    }
 }
 
 /// Creates a fresh database next to the one in `WINGMAN_TEST_PG_URL`.
@@ -737,6 +779,16 @@ async fn store_suite_postgres() {
     assert_eq!(s2.user_count().await.unwrap(), 1);
     drop((s, s2));
     use sqlx::Connection;
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        for q in [
+            "UPDATE audit_log SET actor = 'mallory'",
+            "DELETE FROM audit_log",
+        ] {
+            let e = sqlx::query(q).execute(&mut c).await.unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+        }
+    }
     let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -62,6 +62,16 @@ pub enum AuditKind {
     PlanCompleted,
     /// A result or probe answer arrived for a step not waiting for one.
     UnexpectedEvent,
+    /// A user acknowledged an incident.
+    IncidentAcknowledged,
+    /// A user resolved an incident.
+    IncidentResolved,
+    /// An admin saved the notification settings.
+    NotificationSettingsChanged,
+    /// An admin revoked an agent.
+    AgentRevoked,
+    /// A user sent a test notification.
+    TestNotificationSent,
 }
 
 /// One audit entry.

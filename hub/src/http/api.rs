@@ -105,6 +105,16 @@ pub(super) async fn revoke(
     }
     let closed = state.hub.registry.revoke(&id);
     tracing::info!(agent_id = %id, by = %user.user.name, closed, "agent revoked");
+    let _ = state
+        .hub
+        .audit
+        .record(
+            &format!("user:{}", user.user.name),
+            crate::control::audit::AuditKind::AgentRevoked,
+            None,
+            serde_json::json!({ "agent_id": id }),
+        )
+        .await;
     Ok(Json(
         json!({ "revoked": true, "connections_closed": closed }),
     ))

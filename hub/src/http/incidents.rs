@@ -144,6 +144,7 @@ pub(super) async fn detail_page(
         Err(e) => return Err(e),
     };
     let model = model_view(&state, &inc.id).await?;
+    let audit = super::audit::for_incident(&state, &inc.id).await?;
     let html = state.render(
         "incident.html",
         context! {
@@ -161,6 +162,7 @@ pub(super) async fn detail_page(
             suggestions => minijinja::Value::from(minijinja::value::Serde(&suggestions)),
             similar => minijinja::Value::from(minijinja::value::Serde(&similar)), similar_note => similar_note,
             model => model.page,
+            audit => minijinja::Value::from(minijinja::value::Serde(&audit)),
         },
     )?;
     Ok(html.into_response())
@@ -282,6 +284,16 @@ async fn command(state: &AppState, id: &str, by: &str, resolve: bool) -> Result<
         .await
         .map_err(ApiError::BadRequest)?;
     tracing::info!(incident = %id, %by, resolve, "incident command");
+    let kind = if resolve {
+        crate::control::audit::AuditKind::IncidentResolved
+    } else {
+        crate::control::audit::AuditKind::IncidentAcknowledged
+    };
+    let _ = state
+        .hub
+        .audit
+        .record(&format!("user:{by}"), kind, Some(id), serde_json::json!({}))
+        .await;
     Ok(())
 }
 
@@ -350,10 +362,11 @@ pub(super) async fn detail_api(
     let inc = parse(&row.body)?;
     let suggestions = suggestions(&state, &inc);
     let model = model_view(&state, &inc.id).await?;
+    let audit = super::audit::for_incident(&state, &inc.id).await?;
     Ok(Json(json!({
         "incident": inc, "suggested_skills": suggestions,
         "model_narrative": model.narrative, "exchanges": model.exchanges,
-        "assistant": model.status,
+        "assistant": model.status, "audit": audit,
     })))
 }
 

@@ -7,6 +7,7 @@
 //! [`ApiError`] that never shows internals to clients.
 
 mod api;
+mod audit;
 mod chat;
 mod incidents;
 pub mod markdown;
@@ -143,6 +144,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../web/templates/chat.html"),
     ),
     ("run.html", include_str!("../../../web/templates/run.html")),
+    (
+        "audit.html",
+        include_str!("../../../web/templates/audit.html"),
+    ),
 ];
 
 const STYLE_CSS: &str = include_str!("../../../web/static/style.css");
@@ -444,6 +449,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/notifications/channels/{name}/test",
             post(settings::notifications_test_api),
         )
+        .route("/audit", get(audit::audit_page))
+        .route("/api/v1/audit", get(audit::export_api))
+        .route("/api/v1/audit/verify", get(audit::verify_api))
         .route("/search", get(search::search_page))
         .route("/api/v1/search", get(search::search_api))
         .route("/api/v1/incidents/{id}/similar", get(search::similar_api))

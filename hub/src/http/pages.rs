@@ -589,5 +589,15 @@ pub(super) async fn revoke_submit(
         .await?;
     let closed = state.hub.registry.revoke(&id);
     tracing::info!(agent_id = %id, by = %user.user.name, closed, "agent revoked");
+    let _ = state
+        .hub
+        .audit
+        .record(
+            &format!("user:{}", user.user.name),
+            crate::control::audit::AuditKind::AgentRevoked,
+            None,
+            serde_json::json!({ "agent_id": id }),
+        )
+        .await;
     Ok(Redirect::to(&format!("/nodes/{id}")).into_response())
 }

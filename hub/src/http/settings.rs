@@ -65,6 +65,16 @@ async fn save(state: &AppState, user: &CurrentUser, mut doc: Value) -> Result<us
         })
         .await?;
     tracing::info!(by = %user.user.name, channels, "notification settings saved");
+    let _ = state
+        .hub
+        .audit
+        .record(
+            &format!("user:{}", user.user.name),
+            crate::control::audit::AuditKind::NotificationSettingsChanged,
+            None,
+            json!({ "channels": channels }),
+        )
+        .await;
     Ok(channels)
 }
 
@@ -108,6 +118,16 @@ async fn test(state: &AppState, user: &CurrentUser, name: &str) -> Result<u16, A
     }
     let r = state.hub.notify.test(name).await;
     tracing::info!(by = %user.user.name, channel = %name, ok = r.is_ok(), "test notification");
+    let _ = state
+        .hub
+        .audit
+        .record(
+            &format!("user:{}", user.user.name),
+            crate::control::audit::AuditKind::TestNotificationSent,
+            None,
+            json!({ "channel": name, "delivered": r.is_ok() }),
+        )
+        .await;
     r.map_err(ApiError::BadRequest)
 }
 

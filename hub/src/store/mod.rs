@@ -436,6 +436,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes what is older than the retention cut-offs (Unix ms).
     async fn prune(&self, cut: &PruneCutoffs) -> StoreResult<PruneCounts>;
 
+    /// Appends one audit entry (the table refuses updates and deletes).
+    async fn audit_append(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Audit entries after `after_seq` in order, optionally of one incident.
+    async fn audit_entries(
+        &self,
+        incident_id: Option<&str>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>>;
+    /// The newest audit entry.
+    async fn audit_last(&self) -> StoreResult<Option<AuditRow>>;
+
     /// Every stored memory vector (read once at start).
     async fn vectors_load(&self) -> StoreResult<Vec<VectorRow>>;
     /// Inserts or replaces memory vectors by id, in one transaction.
@@ -590,6 +602,30 @@ pub struct SkillRunRow {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+}
+
+/// One stored audit entry (`audit_log`), the columns of
+/// [`crate::control::audit::AuditEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Unix seconds.
+    pub ts: i64,
+    /// Who.
+    pub actor: String,
+    /// What (snake_case kind).
+    pub kind: String,
+    /// Incident, if any.
+    pub incident_id: Option<String>,
+    /// Plan, if any.
+    pub plan_id: Option<String>,
+    /// JSON detail.
+    pub detail: String,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
 }
 
 /// One stored memory vector (`memory_vectors`).

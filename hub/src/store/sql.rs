@@ -16,10 +16,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    AgentRow, ApiKeyRow, ChatMessageRow, ExchangeRow, FactRecord, GapAccounting, IncidentFilter,
-    IncidentRow, IngestItem, IngestOutcome, LatestFact, ModelNarrativeRow, NewToken, PruneCounts,
-    PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, SkillRunRow, Store, StoreError,
-    StoreResult, TemplateRecord, TemplateRow, TokenUse, UsageRow, UserRow, VectorRow,
+    AgentRow, ApiKeyRow, AuditRow, ChatMessageRow, ExchangeRow, FactRecord, GapAccounting,
+    IncidentFilter, IncidentRow, IngestItem, IngestOutcome, LatestFact, ModelNarrativeRow,
+    NewToken, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, SkillRunRow,
+    Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UsageRow, UserRow,
+    VectorRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -70,6 +71,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "llm exchanges, narratives, usage, chat, skill runs",
         include_str!("../../../migrations/sqlite/0006_llm.sql"),
     ),
+    (
+        7,
+        "audit log",
+        include_str!("../../../migrations/sqlite/0007_audit.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -102,6 +108,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "llm exchanges, narratives, usage, chat, skill runs",
         include_str!("../../../migrations/postgres/0006_llm.sql"),
+    ),
+    (
+        7,
+        "audit log",
+        include_str!("../../../migrations/postgres/0007_audit.sql"),
     ),
 ];
 
@@ -1036,6 +1047,61 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn audit_append(&self, a: &AuditRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, ts, actor, kind, incident_id, plan_id, detail, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(a.seq)
+                .bind(a.ts)
+                .bind(&a.actor)
+                .bind(&a.kind)
+                .bind(a.incident_id.as_deref())
+                .bind(a.plan_id.as_deref())
+                .bind(&a.detail)
+                .bind(&a.prev_hash)
+                .bind(&a.hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_entries(&self, incident_id: Option<&str>, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
+                let rows = sqlx::query(
+                    "SELECT seq, ts, actor, kind, incident_id, plan_id, detail, prev_hash, hash FROM audit_log \
+                     WHERE seq > $1 AND ($2 IS NULL OR incident_id = $2) ORDER BY seq LIMIT $3",
+                )
+                .bind(after_seq)
+                .bind(incident_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditRow {
+                            seq: r.try_get(0)?,
+                            ts: r.try_get(1)?,
+                            actor: r.try_get(2)?,
+                            kind: r.try_get(3)?,
+                            incident_id: r.try_get(4)?,
+                            plan_id: r.try_get(5)?,
+                            detail: r.try_get(6)?,
+                            prev_hash: r.try_get(7)?,
+                            hash: r.try_get(8)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn audit_last(&self) -> StoreResult<Option<AuditRow>> {
+                let r = sqlx::query("SELECT MAX(seq) FROM audit_log").fetch_one(&self.pool).await?;
+                let max: Option<i64> = r.try_get(0)?;
+                match max {
+                    None => Ok(None),
+                    Some(m) => Ok(self.audit_entries(None, m - 1, 1).await?.into_iter().next()),
+                }
             }
 
             async fn vectors_load(&self) -> StoreResult<Vec<VectorRow>> {
