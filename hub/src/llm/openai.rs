@@ -126,12 +126,47 @@ pub(super) fn parse_err(bytes: &[u8]) -> ErrInfo {
     }
 }
 
+/// The Chat Completions dialect both OpenAI and OpenRouter speak; they
+/// differ only in headers and the name of the token limit.
+#[derive(Debug, Clone)]
+struct ChatDialect {
+    t: Transport,
+    max_tokens: u32,
+    /// `max_completion_tokens` (OpenAI) or `max_tokens` (OpenRouter).
+    tokens_field: &'static str,
+    temperature: Option<f32>,
+}
+
+impl ChatDialect {
+    async fn complete(&self, name: &str, prompt: PromptRef<'_>, schema: &OutputSchema) -> Outcome {
+        if let PromptRef::Local(_) = prompt {
+            return Outcome::refused(cloud_refusal(name));
+        }
+        let b = body(
+            &self.t.model,
+            prompt,
+            schema,
+            self.tokens_field,
+            self.max_tokens,
+            self.temperature,
+        );
+        self.t
+            .call(
+                prompt.task(),
+                CHAT_PATH,
+                b,
+                Some(&schema.schema),
+                &parse_ok,
+                parse_err,
+            )
+            .await
+    }
+}
+
 /// OpenAI Chat Completions.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    t: Transport,
-    max_tokens: u32,
-    temperature: Option<f32>,
+    d: ChatDialect,
 }
 
 impl OpenAiProvider {
@@ -145,15 +180,18 @@ impl OpenAiProvider {
             extra.push(("openai-project", p.clone()));
         }
         Ok(Self {
-            t: Transport::new(
-                "openai",
-                &cfg.common(),
-                retry,
-                Some((AUTHORIZATION, "Bearer ")),
-                &extra,
-            )?,
-            max_tokens: cfg.max_tokens,
-            temperature: cfg.temperature,
+            d: ChatDialect {
+                t: Transport::new(
+                    "openai",
+                    &cfg.common(),
+                    retry,
+                    Some((AUTHORIZATION, "Bearer ")),
+                    &extra,
+                )?,
+                max_tokens: cfg.max_tokens,
+                tokens_field: "max_completion_tokens",
+                temperature: cfg.temperature,
+            },
         })
     }
 }
@@ -165,7 +203,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn model(&self) -> &str {
-        &self.t.model
+        &self.d.t.model
     }
 
     fn locality(&self) -> Locality {
@@ -173,36 +211,14 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, prompt: PromptRef<'_>, schema: &OutputSchema) -> Outcome {
-        if let PromptRef::Local(_) = prompt {
-            return Outcome::refused(cloud_refusal(self.name()));
-        }
-        let b = body(
-            &self.t.model,
-            prompt,
-            schema,
-            "max_completion_tokens",
-            self.max_tokens,
-            self.temperature,
-        );
-        self.t
-            .call(
-                prompt.task(),
-                CHAT_PATH,
-                b,
-                Some(&schema.schema),
-                &parse_ok,
-                parse_err,
-            )
-            .await
+        self.d.complete(self.name(), prompt, schema).await
     }
 }
 
 /// OpenRouter: the OpenAI dialect plus `HTTP-Referer` / `X-Title`.
 #[derive(Debug, Clone)]
 pub struct OpenRouterProvider {
-    t: Transport,
-    max_tokens: u32,
-    temperature: Option<f32>,
+    d: ChatDialect,
 }
 
 impl OpenRouterProvider {
@@ -216,15 +232,18 @@ impl OpenRouterProvider {
             extra.push(("x-title", t.clone()));
         }
         Ok(Self {
-            t: Transport::new(
-                "openrouter",
-                &cfg.common(),
-                retry,
-                Some((AUTHORIZATION, "Bearer ")),
-                &extra,
-            )?,
-            max_tokens: cfg.max_tokens,
-            temperature: cfg.temperature,
+            d: ChatDialect {
+                t: Transport::new(
+                    "openrouter",
+                    &cfg.common(),
+                    retry,
+                    Some((AUTHORIZATION, "Bearer ")),
+                    &extra,
+                )?,
+                max_tokens: cfg.max_tokens,
+                tokens_field: "max_tokens",
+                temperature: cfg.temperature,
+            },
         })
     }
 }
@@ -236,7 +255,7 @@ impl Provider for OpenRouterProvider {
     }
 
     fn model(&self) -> &str {
-        &self.t.model
+        &self.d.t.model
     }
 
     fn locality(&self) -> Locality {
@@ -244,27 +263,7 @@ impl Provider for OpenRouterProvider {
     }
 
     async fn complete(&self, prompt: PromptRef<'_>, schema: &OutputSchema) -> Outcome {
-        if let PromptRef::Local(_) = prompt {
-            return Outcome::refused(cloud_refusal(self.name()));
-        }
-        let b = body(
-            &self.t.model,
-            prompt,
-            schema,
-            "max_tokens",
-            self.max_tokens,
-            self.temperature,
-        );
-        self.t
-            .call(
-                prompt.task(),
-                CHAT_PATH,
-                b,
-                Some(&schema.schema),
-                &parse_ok,
-                parse_err,
-            )
-            .await
+        self.d.complete(self.name(), prompt, schema).await
     }
 }
 
