@@ -238,12 +238,31 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
     conn.close(0u32.into(), b"enrolled");
     endpoint.wait_idle().await;
 
-    let (agent_id, cert_der, not_after_ms) = match resp {
+    let (agent_id, cert_der, not_after_ms, command_key) = match resp {
         EnrollResponse::Enrolled {
             agent_id,
             cert_der,
             not_after_ms,
-        } => (agent_id, cert_der, not_after_ms),
+        } => (agent_id, cert_der, not_after_ms, None),
+        EnrollResponse::EnrolledWithKey {
+            agent_id,
+            cert_der,
+            not_after_ms,
+            command_key,
+        } => {
+            if command_key.len() != 32 {
+                return Err(EnrollError::Protocol(format!(
+                    "the hub's command key has {} bytes, expected 32",
+                    command_key.len()
+                )));
+            }
+            (
+                agent_id,
+                cert_der,
+                not_after_ms,
+                Some(hex::encode(command_key)),
+            )
+        }
         EnrollResponse::Refused { reason } => return Err(EnrollError::Refused(reason)),
     };
     if !tls::cert_matches_key(&cert_der, &key_der) {
@@ -258,6 +277,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
             stream_id: rand::random::<u64>(),
             cert_not_after_ms: not_after_ms,
             cert_issued_at_ms: crate::now_ms(),
+            command_key,
         },
         cert_der,
         key_der,

@@ -5,11 +5,13 @@
 //! It sends facts, never raw log lines. The binary in `main.rs` only parses the
 //! command line and calls into this library.
 
+pub mod command_sig;
 pub mod config;
 pub mod docker;
 pub mod enroll;
 pub mod facts;
 pub mod fsutil;
+pub mod guard;
 pub mod layer;
 pub mod link;
 pub mod logs;

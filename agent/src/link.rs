@@ -130,6 +130,8 @@ struct Agent {
     logs: Option<mpsc::Receiver<LogBatch>>,
     action_tx: mpsc::Sender<ActionDone>,
     action_rx: mpsc::Receiver<ActionDone>,
+    /// Signed-command and audit-head checks.
+    guard: crate::guard::Guard,
 }
 
 /// How often the spool's group commit and retries run.
@@ -244,7 +246,19 @@ pub async fn run(
     }
     drop(batch_tx);
     let (action_tx, action_rx) = mpsc::channel::<ActionDone>(16);
+    let guard = crate::guard::Guard::new(
+        &identity.enrollment.agent_id,
+        identity.enrollment.command_key.as_deref(),
+        crate::now_ms() / 1000,
+        Some(&state_dir),
+    );
+    if !guard.has_key() {
+        warn!(
+            "no hub command key is pinned (enrolled by an older hub): hub actions will be refused; re-enroll to accept them"
+        );
+    }
     let mut agent = Agent {
+        guard,
         action_tx,
         action_rx,
         cursors,
@@ -273,7 +287,10 @@ pub async fn run(
         }
         // Reload state each attempt so a renewed certificate is used at once.
         match Identity::load(&agent.state_dir) {
-            Ok(id) => agent.identity = id,
+            Ok(id) => {
+                agent.guard.set_key(id.enrollment.command_key.as_deref());
+                agent.identity = id;
+            }
             Err(error) => warn!(%error, "cannot reload agent identity; using the one in memory"),
         }
         let hub = agent
@@ -467,6 +484,13 @@ impl Agent {
         if let Err(error) = self.outbox.on_welcome(welcome.committed_seq) {
             warn!(%error, "cannot record the hub's committed sequence number in the spool");
         }
+        // The audit head kept from earlier sessions: the hub checks that its
+        // chain still holds it.
+        if let Some(head) = self.guard.kept_head() {
+            send(&mut tx, &AgentMessage::AuditHeadKept(head))
+                .await
+                .map_err(lost)?;
+        }
         let hb_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
         let mut heartbeat = tokio::time::interval(hb_every);
         let mut facts_tick =
@@ -515,6 +539,8 @@ impl Agent {
                     }
                     Some(ActionDone::Pve(id, result)) => {
                         let reply = pve_command_result(id, &result);
+                        let refused = result.outcome == wingman_protocol::pve::ActionOutcome::Refused;
+                        let duration_ms = result.duration_ms;
                         info!(id, ok = reply.ok, outcome = ?result.outcome, "Proxmox action finished");
                         // The full result (UPID, task chain, HA state) is a
                         // fact: spooled like any other, so it is never lost.
@@ -525,7 +551,16 @@ impl Agent {
                             }],
                             checkpoint: Vec::new(),
                         }));
-                        send(&mut tx, &AgentMessage::CommandResult(reply)).await.map_err(lost)?;
+                        let outcome = ActionOutcome {
+                            id,
+                            result: wingman_protocol::docker::ActionResult {
+                                ok: reply.ok,
+                                refused,
+                                detail: reply.detail,
+                                duration_ms,
+                            },
+                        };
+                        send(&mut tx, &AgentMessage::ActionOutcome(outcome)).await.map_err(lost)?;
                     }
                     None => {}
                 },
@@ -591,13 +626,35 @@ impl Agent {
                                 let result = CommandResult { id: cmd.id, ok: true, detail: "pong".into() };
                                 send(&mut tx, &AgentMessage::CommandResult(result)).await.map_err(lost)?;
                             }
-                            CommandBody::Docker(action) => {
-                                self.spawn_docker_action(cmd.id, action);
-                            }
-                            CommandBody::Pve(action) => {
-                                self.spawn_pve_action(cmd.id, action);
+                            CommandBody::Docker(_) | CommandBody::Pve(_) => {
+                                // Actions run only from a signed, approved plan step.
+                                warn!(id = cmd.id, "refused an unsigned action command");
+                                let outcome = refused_outcome(cmd.id, "refused: actions must be signed by the hub (an approved plan step); unsigned action commands are not executed".into());
+                                send(&mut tx, &AgentMessage::ActionOutcome(outcome)).await.map_err(lost)?;
                             }
                         },
+                        HubMessage::Signed(cmd) => {
+                            let now = crate::now_ms() / 1000;
+                            match self.guard.admit(&cmd, now) {
+                                Ok(crate::guard::Admitted::Docker(action)) => {
+                                    info!(id = cmd.id, action = action.name(), "signed container action admitted");
+                                    self.spawn_docker_action(cmd.id, action);
+                                }
+                                Ok(crate::guard::Admitted::Pve(action)) => {
+                                    info!(id = cmd.id, action = action.name(), "signed Proxmox action admitted");
+                                    self.spawn_pve_action(cmd.id, action);
+                                }
+                                Err(reason) => {
+                                    warn!(id = cmd.id, %reason, "signed command refused");
+                                    send(&mut tx, &AgentMessage::ActionOutcome(refused_outcome(cmd.id, reason))).await.map_err(lost)?;
+                                }
+                            }
+                        }
+                        HubMessage::AuditHead(head) => {
+                            if let Err(reason) = self.guard.on_head(&head) {
+                                warn!(%reason, seq = head.seq, "audit head refused");
+                            }
+                        }
                         HubMessage::Refused(r) => return Err(Outcome::Refused(r.reason)),
                         HubMessage::Welcome(_) => return Err(lost("unexpected second welcome".into())),
                     }
@@ -853,6 +910,19 @@ enum ActionDone {
     Docker(ActionOutcome),
     /// A Proxmox VE guest action (command id, result).
     Pve(u64, Box<wingman_protocol::pve::ActionResult>),
+}
+
+/// An action refused before it ran.
+fn refused_outcome(id: u64, detail: String) -> ActionOutcome {
+    ActionOutcome {
+        id,
+        result: wingman_protocol::docker::ActionResult {
+            ok: false,
+            refused: true,
+            detail,
+            duration_ms: 0,
+        },
+    }
 }
 
 /// The short result the hub's command waiter gets for a PVE action.

@@ -55,6 +55,11 @@ pub struct Enrollment {
     pub cert_not_after_ms: i64,
     /// When the current certificate was issued, Unix milliseconds.
     pub cert_issued_at_ms: i64,
+    /// The hub's Ed25519 command key (hex), pinned at enrollment. Signed
+    /// action commands from any other key are refused; without one (nodes
+    /// enrolled by an older hub) every action is refused until re-enrolled.
+    #[serde(default)]
+    pub command_key: Option<String>,
 }
 
 /// Everything the agent needs to connect.

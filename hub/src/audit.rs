@@ -92,10 +92,14 @@ pub async fn verify(store: &DynStore) -> Result<(usize, Option<Head>), VerifyErr
     Ok((all.len(), all.last().map(AuditEntry::head)))
 }
 
-/// The append side, shared by the hub's handlers.
+/// The append side, shared by the hub's handlers. It also publishes the
+/// head (sessions forward it to the agents, which keep it) and checks the
+/// heads agents kept against the chain.
 pub struct AuditLog {
     store: DynStore,
     last: Mutex<Option<AuditEntry>>,
+    head_tx: tokio::sync::watch::Sender<Option<Head>>,
+    alerts: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -111,10 +115,62 @@ impl AuditLog {
             Some(r) => from_row(&r).ok(),
             None => None,
         };
+        let (head_tx, _) = tokio::sync::watch::channel(last.as_ref().map(AuditEntry::head));
         Ok(Self {
             store,
             last: Mutex::new(last),
+            head_tx,
+            alerts: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// The current head, updated after every append.
+    pub fn subscribe_head(&self) -> tokio::sync::watch::Receiver<Option<Head>> {
+        self.head_tx.subscribe()
+    }
+
+    /// Rewrites detected through heads the agents kept (newest last, at
+    /// most 100).
+    pub fn alerts(&self) -> Vec<String> {
+        self.alerts.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Checks that the chain still holds the entry an agent kept. A missing
+    /// entry or another hash means the chain was rewritten (even when it
+    /// verifies on its own): logged at ERROR and listed in [`Self::alerts`].
+    pub async fn check_kept_head(
+        &self,
+        agent: &str,
+        kept: &wingman_protocol::AuditHead,
+    ) -> Result<(), String> {
+        let seq = i64::try_from(kept.seq).unwrap_or(i64::MAX);
+        let rows = self
+            .store
+            .audit_entries(None, seq.saturating_sub(1), 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let problem = match rows.first() {
+            Some(r) if r.seq == seq && r.hash == kept.hash => return Ok(()),
+            Some(r) if r.seq == seq => format!(
+                "agent {agent} kept entry {} with hash {}, the chain now has {}",
+                kept.seq,
+                short(&kept.hash),
+                short(&r.hash)
+            ),
+            _ => format!(
+                "agent {agent} kept entry {} (hash {}), which the chain no longer holds",
+                kept.seq,
+                short(&kept.hash)
+            ),
+        };
+        tracing::error!(%agent, seq = kept.seq, problem = %problem, "the audit chain was rewritten");
+        if let Ok(mut a) = self.alerts.lock() {
+            if a.len() >= 100 {
+                a.remove(0);
+            }
+            a.push(problem.clone());
+        }
+        Err(problem)
     }
 
     /// Appends an entry; errors are logged and returned (the action itself
@@ -126,6 +182,19 @@ impl AuditLog {
         incident_id: Option<&str>,
         detail: Value,
     ) -> Result<AuditEntry, StoreError> {
+        self.record_plan(actor, kind, incident_id, None, detail)
+            .await
+    }
+
+    /// [`Self::record`] for an entry about a plan.
+    pub async fn record_plan(
+        &self,
+        actor: &str,
+        kind: AuditKind,
+        incident_id: Option<&str>,
+        plan_id: Option<&str>,
+        detail: Value,
+    ) -> Result<AuditEntry, StoreError> {
         let mut last = self.last.lock().await;
         for attempt in 0..2 {
             let ts = wingman_agent::now_ms() / 1000;
@@ -135,12 +204,13 @@ impl AuditLog {
                 actor,
                 kind,
                 incident_id,
-                None,
+                plan_id,
                 detail.clone(),
             );
             match self.store.audit_append(&to_row(&e)).await {
                 Ok(()) => {
                     *last = Some(e.clone());
+                    self.head_tx.send_replace(Some(e.head()));
                     return Ok(e);
                 }
                 Err(error) if attempt == 0 => {
@@ -160,4 +230,8 @@ impl AuditLog {
         }
         Err(StoreError::Backend("audit append failed".into()))
     }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
 }

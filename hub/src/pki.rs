@@ -20,6 +20,8 @@ use wingman_protocol::{AGENT_URI_PREFIX, HUB_SERVER_NAME};
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// CA certificate file name in the data dir.
 pub const CA_CERT_FILE: &str = "ca.pem";
+/// File holding the hub's Ed25519 command-signing key (PKCS#8 DER, mode 0600).
+pub const COMMAND_KEY_FILE: &str = "command-key.pk8";
 
 /// PKI errors.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ pub struct HubPki {
     fingerprint: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key_der: Vec<u8>,
+    command_key: ring::signature::Ed25519KeyPair,
 }
 
 impl std::fmt::Debug for HubPki {
@@ -72,6 +75,28 @@ impl std::fmt::Debug for HubPki {
 fn odt(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Loads the command key, creating it (0600) when absent.
+fn load_or_create_command_key(path: &Path) -> Result<ring::signature::Ed25519KeyPair, PkiError> {
+    use ring::signature::Ed25519KeyPair;
+    let invalid = || PkiError::Invalid {
+        path: path.to_path_buf(),
+        what: "command key",
+    };
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        let der = std::fs::read(path).map_err(io)?;
+        return Ed25519KeyPair::from_pkcs8(&der).map_err(|_| invalid());
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| PkiError::Generate("cannot generate the command key".into()))?;
+    write_atomic(path, doc.as_ref(), 0o600).map_err(io)?;
+    Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|_| invalid())
 }
 
 impl HubPki {
@@ -130,12 +155,14 @@ impl HubPki {
             (Issuer::new(params, key), der)
         };
         let fingerprint = wingman_agent::tls::fingerprint(&ca_der);
+        let command_key = load_or_create_command_key(&dir.join(COMMAND_KEY_FILE))?;
         let mut pki = Self {
             issuer,
             ca_der,
             fingerprint,
             server_chain: Vec::new(),
             server_key_der: Vec::new(),
+            command_key,
         };
         pki.issue_server_cert()?;
         Ok(pki)
@@ -161,6 +188,21 @@ impl HubPki {
         ];
         self.server_key_der = key.serialize_der();
         Ok(())
+    }
+
+    /// The command-signing public key (raw Ed25519, 32 bytes) agents pin at
+    /// enrollment.
+    pub fn command_public_key(&self) -> Vec<u8> {
+        use ring::signature::KeyPair as _;
+        self.command_key.public_key().as_ref().to_vec()
+    }
+
+    /// Signs an action command for an agent.
+    pub fn sign_command(
+        &self,
+        cmd: wingman_agent::command_sig::CommandToSign,
+    ) -> wingman_protocol::SignedCommand {
+        wingman_agent::command_sig::sign(&self.command_key, cmd)
     }
 
     /// SHA-256 fingerprint of the CA certificate, lowercase hex.

@@ -64,10 +64,19 @@ pub enum AgentReply {
     Action(ActionOutcome),
 }
 
+/// What goes to the agent.
+#[derive(Debug)]
+enum Outgoing {
+    /// An unsigned command (`Ping`; agents refuse unsigned actions).
+    Plain(CommandBody),
+    /// A hub-signed action of an approved plan step.
+    Signed(Box<wingman_protocol::SignedCommand>),
+}
+
 /// A command waiting to be written to an agent's session.
 #[derive(Debug)]
 pub struct PendingCommand {
-    body: CommandBody,
+    body: Outgoing,
     reply: oneshot::Sender<AgentReply>,
 }
 
@@ -158,11 +167,32 @@ impl Registry {
         }
     }
 
-    /// Sends a command to an agent's live session and waits for its answer.
+    /// Sends an unsigned command (agents only answer `Ping`; they refuse
+    /// unsigned actions) and waits for the answer.
     pub async fn send_command(
         &self,
         agent_id: &str,
         body: CommandBody,
+        timeout: Duration,
+    ) -> Result<AgentReply, CommandError> {
+        self.send(agent_id, Outgoing::Plain(body), timeout).await
+    }
+
+    /// Sends a signed action command and waits for the agent's outcome.
+    pub async fn send_signed(
+        &self,
+        agent_id: &str,
+        cmd: wingman_protocol::SignedCommand,
+        timeout: Duration,
+    ) -> Result<AgentReply, CommandError> {
+        self.send(agent_id, Outgoing::Signed(Box::new(cmd)), timeout)
+            .await
+    }
+
+    async fn send(
+        &self,
+        agent_id: &str,
+        body: Outgoing,
         timeout: Duration,
     ) -> Result<AgentReply, CommandError> {
         let tx = self
@@ -440,10 +470,11 @@ async fn enroll_response(
     }
     hub.registry.add_cert(fp, agent_id.clone());
     info!(%agent_id, %hostname, %remote, "agent enrolled");
-    EnrollResponse::Enrolled {
+    EnrollResponse::EnrolledWithKey {
         agent_id,
         cert_der,
         not_after_ms: not_after,
+        command_key: hub.pki.command_public_key(),
     }
 }
 
@@ -538,6 +569,19 @@ async fn session(
     )
     .await?;
     info!(%agent_id, %hostname, kind = hello.host_kind.as_str(), committed, "agent connected");
+    // The audit head goes to the agent now and after every append; it keeps it.
+    let mut audit_head = hub.audit.subscribe_head();
+    let first_head = audit_head.borrow_and_update().clone();
+    if let Some(h) = first_head {
+        write(
+            &mut send,
+            &HubMessage::AuditHead(wingman_protocol::AuditHead {
+                seq: h.seq,
+                hash: h.hash,
+            }),
+        )
+        .await?;
+    }
     let mut mapper = crate::signal_map::FactMapper::default();
     hub.incidents.submit(vec![
         crate::engine::Signal::new(
@@ -574,7 +618,24 @@ async fn session(
                 next_cmd += 1;
                 pending.retain(|_, r| !r.is_closed());
                 pending.insert(id, cmd.reply);
-                write(&mut send, &HubMessage::Command(Command { id, body: cmd.body })).await?;
+                let msg = match cmd.body {
+                    Outgoing::Plain(body) => HubMessage::Command(Command { id, body }),
+                    Outgoing::Signed(mut signed) => {
+                        signed.id = id;
+                        HubMessage::Signed(*signed)
+                    }
+                };
+                write(&mut send, &msg).await?;
+                continue;
+            }
+            changed = audit_head.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let head = audit_head.borrow_and_update().clone();
+                if let Some(h) = head {
+                    write(&mut send, &HubMessage::AuditHead(wingman_protocol::AuditHead { seq: h.seq, hash: h.hash })).await?;
+                }
                 continue;
             }
             done = next_commit(&mut commits), if !commits.is_empty() => {
@@ -722,6 +783,11 @@ async fn session(
                 info!(%agent_id, id = o.id, ok = o.result.ok, refused = o.result.refused, "action outcome");
                 if let Some(tx) = pending.remove(&o.id) {
                     let _ = tx.send(AgentReply::Action(o));
+                }
+            }
+            AgentMessage::AuditHeadKept(kept) => {
+                if let Err(problem) = hub.audit.check_kept_head(agent_id, &kept).await {
+                    warn!(%agent_id, %problem, "agent holds an audit head the chain does not");
                 }
             }
             AgentMessage::Hello(_) => {

@@ -4,7 +4,7 @@
 //! [`AgentMessage::Hello`] first; the hub answers [`HubMessage::Welcome`] or
 //! [`HubMessage::Refused`]. After that the agent sends heartbeats, fact batches and
 //! certificate renewals; the hub sends acks, busy replies, certificates and
-//! (reserved) commands. Variants are only ever appended.
+//! signed action commands and audit heads. Variants are only ever appended.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,10 @@ pub enum AgentMessage {
     CommandResult(CommandResult),
     /// Result of an action command (executed or refused by local policy).
     ActionOutcome(ActionOutcome),
+    /// The audit head this agent kept from an earlier [`HubMessage::AuditHead`],
+    /// sent once after [`Welcome`]: the hub checks that its chain still
+    /// holds exactly this entry, so a rewritten chain is detected.
+    AuditHeadKept(AuditHead),
 }
 
 /// The hub's answer to [`Hello`].
@@ -215,6 +219,82 @@ pub enum HubMessage {
     Command(Command),
     /// Session refused or ended.
     Refused(Refused),
+    /// An action of an approved plan step, signed with the hub's command key
+    /// (pinned by the agent at enrollment). The agent verifies it, applies its
+    /// own policy, and answers with [`AgentMessage::ActionOutcome`].
+    Signed(SignedCommand),
+    /// The hub's current audit-chain head; the agent keeps it.
+    AuditHead(AuditHead),
+}
+
+/// A hub-signed action command.
+///
+/// The signature covers every field except `id` (a session-local
+/// correlation number): see [`SignedCommand::signing_input`]. Signing and
+/// verification live in the agent crate (`wingman_agent::command_sig`); this
+/// crate only defines the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCommand {
+    /// Session-local id echoed in the outcome (not signed).
+    pub id: u64,
+    /// The encoded command body (postcard of [`CommandBody`]); decode it only
+    /// after the signature and binding were verified.
+    pub body_bytes: Vec<u8>,
+    /// The agent id the command is for.
+    pub audience: String,
+    /// SHA-256 of the approved plan.
+    pub plan_hash: [u8; 32],
+    /// SHA-256 of the approved step.
+    pub step_hash: [u8; 32],
+    /// When the hub signed it, Unix seconds.
+    pub issued_at: i64,
+    /// Not valid after this, Unix seconds.
+    pub expires_at: i64,
+    /// Random, unique per command.
+    pub nonce: [u8; 16],
+    /// Which hub key signed it: the first 8 bytes of the SHA-256 of the
+    /// Ed25519 public key, hex.
+    pub key_id: String,
+    /// Ed25519 signature over [`SignedCommand::signing_input`].
+    pub signature: Vec<u8>,
+}
+
+const SIGNING_DOMAIN: &[u8] = b"wingman-command-v1\0";
+
+fn put_len_prefixed(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+impl SignedCommand {
+    /// The exact bytes the signature covers:
+    /// `"wingman-command-v1\0" ‖ L(key_id) ‖ L(audience) ‖ plan_hash ‖
+    /// step_hash ‖ issued_at ‖ expires_at ‖ nonce ‖ L(body_bytes)`, where
+    /// `L(x)` is `x`'s length as a big-endian u64 followed by `x`, and the
+    /// times are big-endian i64.
+    pub fn signing_input(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(SIGNING_DOMAIN.len() + 160 + self.body_bytes.len());
+        buf.extend_from_slice(SIGNING_DOMAIN);
+        put_len_prefixed(&mut buf, self.key_id.as_bytes());
+        put_len_prefixed(&mut buf, self.audience.as_bytes());
+        buf.extend_from_slice(&self.plan_hash);
+        buf.extend_from_slice(&self.step_hash);
+        buf.extend_from_slice(&self.issued_at.to_be_bytes());
+        buf.extend_from_slice(&self.expires_at.to_be_bytes());
+        buf.extend_from_slice(&self.nonce);
+        put_len_prefixed(&mut buf, &self.body_bytes);
+        buf
+    }
+}
+
+/// The newest audit entry's position and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Its sequence number (1, 2, ...).
+    pub seq: u64,
+    /// Its hash, lowercase hex.
+    pub hash: String,
 }
 
 /// The single request a client without a certificate may send, on [`crate::ALPN_ENROLL`].
@@ -251,4 +331,32 @@ pub enum EnrollResponse {
         /// Why.
         reason: String,
     },
+    /// Enrolled, with the hub's command-signing key for the agent to pin.
+    EnrolledWithKey {
+        /// The agent id the hub assigned.
+        agent_id: String,
+        /// The signed client certificate, DER.
+        cert_der: Vec<u8>,
+        /// Its `notAfter`, Unix milliseconds.
+        not_after_ms: i64,
+        /// The hub's Ed25519 command public key (32 bytes); the agent accepts
+        /// signed commands from this key only.
+        command_key: Vec<u8>,
+    },
+}
+
+/// Encodes a [`CommandBody`] for [`SignedCommand::body_bytes`] (plain
+/// postcard, no frame).
+pub fn encode_body(body: &CommandBody) -> Result<Vec<u8>, crate::EncodeError> {
+    postcard::to_stdvec(body).map_err(|e| crate::EncodeError::Serialize(e.to_string()))
+}
+
+/// Decodes [`SignedCommand::body_bytes`]; trailing bytes are an error.
+pub fn decode_body(bytes: &[u8]) -> Result<CommandBody, crate::DecodeError> {
+    let (body, rest) = postcard::take_from_bytes::<CommandBody>(bytes)
+        .map_err(|e| crate::DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(crate::DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(body)
 }

@@ -41,6 +41,54 @@ fn sample_host() -> HostFacts {
     }
 }
 
+/// A command body as the hub puts it into a [`SignedCommand`].
+fn encode_body(b: &CommandBody) -> Vec<u8> {
+    postcard::to_stdvec(b).unwrap()
+}
+
+#[test]
+fn signing_input_covers_every_signed_field() {
+    let base = SignedCommand {
+        id: 1,
+        body_bytes: encode_body(&CommandBody::Ping),
+        audience: "a".into(),
+        plan_hash: [1; 32],
+        step_hash: [2; 32],
+        issued_at: 10,
+        expires_at: 20,
+        nonce: [3; 16],
+        key_id: "k".into(),
+        signature: vec![],
+    };
+    let input = base.signing_input();
+    // The id and the signature are not covered.
+    let mut other = base.clone();
+    other.id = 99;
+    other.signature = vec![1];
+    assert_eq!(other.signing_input(), input);
+    let changes: Vec<Box<dyn Fn(&mut SignedCommand)>> = vec![
+        Box::new(|c| c.body_bytes.push(0)),
+        Box::new(|c| c.audience = "b".into()),
+        Box::new(|c| c.plan_hash[0] = 0),
+        Box::new(|c| c.step_hash[31] = 0),
+        Box::new(|c| c.issued_at = 11),
+        Box::new(|c| c.expires_at = 21),
+        Box::new(|c| c.nonce[5] = 0),
+        Box::new(|c| c.key_id = "j".into()),
+    ];
+    for change in changes {
+        let mut c = base.clone();
+        change(&mut c);
+        assert_ne!(c.signing_input(), input);
+    }
+    // Length prefixes keep field boundaries: moving a byte between the key
+    // id and the audience changes the input.
+    let mut shifted = base.clone();
+    shifted.key_id = "ka".into();
+    shifted.audience = String::new();
+    assert_ne!(shifted.signing_input(), input);
+}
+
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let agent = vec![
         (
@@ -82,6 +130,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 id: 9,
                 ok: true,
                 detail: "pong".into(),
+            }),
+        ),
+        (
+            "agent_audit_head_kept",
+            AgentMessage::AuditHeadKept(AuditHead {
+                seq: 12,
+                hash: "ab".repeat(32),
             }),
         ),
     ];
@@ -128,6 +183,28 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             "hub_refused",
             HubMessage::Refused(Refused {
                 reason: "revoked".into(),
+            }),
+        ),
+        (
+            "hub_signed",
+            HubMessage::Signed(SignedCommand {
+                id: 3,
+                body_bytes: encode_body(&CommandBody::Ping),
+                audience: "agent-1".into(),
+                plan_hash: [1; 32],
+                step_hash: [2; 32],
+                issued_at: 1_764_000_000,
+                expires_at: 1_764_000_120,
+                nonce: [7; 16],
+                key_id: "0011223344556677".into(),
+                signature: vec![9; 64],
+            }),
+        ),
+        (
+            "hub_audit_head",
+            HubMessage::AuditHead(AuditHead {
+                seq: 12,
+                hash: "ab".repeat(32),
             }),
         ),
     ];
@@ -206,6 +283,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("agent_facts_logs_gap_health", encode(&summary).unwrap()));
     out.push(("enroll_request", encode(&enroll_req).unwrap()));
     out.push(("enroll_response", encode(&enroll_resp).unwrap()));
+    let with_key = EnrollResponse::EnrolledWithKey {
+        agent_id: "0190a5f0-0000-7000-8000-000000000001".into(),
+        cert_der: vec![0x30, 0x01],
+        not_after_ms: 1_766_000_000_000,
+        command_key: vec![5; 32],
+    };
+    out.push(("enroll_response_with_key", encode(&with_key).unwrap()));
     out
 }
 

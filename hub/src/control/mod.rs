@@ -8,7 +8,6 @@
 
 pub mod audit;
 pub mod catalog;
-pub mod command_sig;
 pub mod plan;
 pub mod policy;
 

@@ -1,5 +1,6 @@
-//! Signed hub-to-agent commands (for `wingman-protocol`). Pure: no I/O, no
-//! clock, no randomness (the caller passes `now` and the nonce).
+//! Signing and verifying hub-to-agent commands ([`SignedCommand`], whose
+//! bytes the protocol crate defines). Pure: no I/O, no clock, no randomness
+//! (the caller passes `now` and the nonce). The hub signs; the agent verifies.
 //!
 //! The hub signs a command with its Ed25519 command key; the agent accepts it
 //! only if the key is the one it pinned, the signature covers exactly these
@@ -8,9 +9,6 @@
 //! seen before. The nonce cache is bounded: expired nonces are evicted, and
 //! when it is full of live ones new commands are refused (fail closed)
 //! rather than forgetting a nonce that could then be replayed.
-//!
-//! Postcard rules apply to [`SignedCommand`]: plain derives, no `untagged`,
-//! `flatten` or `skip*`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,31 +16,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-const DOMAIN: &[u8] = b"wingman-command-v1\0";
-
-/// A command with its binding and the hub's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedCommand {
-    /// The encoded command body (postcard of `CommandBody`); decode it only
-    /// after [`SignedCommand::verify`] succeeded.
-    pub body_bytes: Vec<u8>,
-    /// The agent id the command is for.
-    pub audience: String,
-    /// SHA-256 of the approved plan.
-    pub plan_hash: [u8; 32],
-    /// SHA-256 of the approved step.
-    pub step_hash: [u8; 32],
-    /// When the hub signed it, Unix seconds.
-    pub issued_at: i64,
-    /// Not valid after this, Unix seconds.
-    pub expires_at: i64,
-    /// Random, unique per command.
-    pub nonce: [u8; 16],
-    /// Which hub key signed it ([`key_id`]).
-    pub key_id: String,
-    /// Ed25519 signature over [`SignedCommand::signing_input`].
-    pub signature: Vec<u8>,
-}
+pub use wingman_protocol::SignedCommand;
 
 /// What the hub signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,48 +51,10 @@ pub fn hash_from_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(bytes);
-}
-
-fn signing_input(
-    key_id: &str,
-    audience: &str,
-    plan_hash: &[u8; 32],
-    step_hash: &[u8; 32],
-    (issued_at, expires_at): (i64, i64),
-    nonce: &[u8; 16],
-    body: &[u8],
-) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(DOMAIN.len() + 128 + body.len());
-    buf.extend_from_slice(DOMAIN);
-    put(&mut buf, key_id.as_bytes());
-    put(&mut buf, audience.as_bytes());
-    buf.extend_from_slice(plan_hash);
-    buf.extend_from_slice(step_hash);
-    buf.extend_from_slice(&issued_at.to_be_bytes());
-    buf.extend_from_slice(&expires_at.to_be_bytes());
-    buf.extend_from_slice(nonce);
-    put(&mut buf, body);
-    buf
-}
-
 /// Signs a command with the hub's key.
 pub fn sign(key: &Ed25519KeyPair, cmd: CommandToSign) -> SignedCommand {
-    let kid = key_id(key.public_key().as_ref());
-    let input = signing_input(
-        &kid,
-        &cmd.audience,
-        &cmd.plan_hash,
-        &cmd.step_hash,
-        (cmd.issued_at, cmd.expires_at),
-        &cmd.nonce,
-        &cmd.body_bytes,
-    );
-    let signature = key.sign(&input).as_ref().to_vec();
-    SignedCommand {
+    let mut out = SignedCommand {
+        id: 0,
         body_bytes: cmd.body_bytes,
         audience: cmd.audience,
         plan_hash: cmd.plan_hash,
@@ -126,9 +62,11 @@ pub fn sign(key: &Ed25519KeyPair, cmd: CommandToSign) -> SignedCommand {
         issued_at: cmd.issued_at,
         expires_at: cmd.expires_at,
         nonce: cmd.nonce,
-        key_id: kid,
-        signature,
-    }
+        key_id: key_id(key.public_key().as_ref()),
+        signature: Vec::new(),
+    };
+    out.signature = key.sign(&out.signing_input()).as_ref().to_vec();
+    out
 }
 
 /// The hub key an agent trusts (pinned at enrollment).
@@ -296,78 +234,59 @@ pub struct Verified<'a> {
     pub step_hash: &'a [u8; 32],
 }
 
-impl SignedCommand {
-    /// The exact bytes the signature covers:
-    /// `"wingman-command-v1\0" ‖ L(key_id) ‖ L(audience) ‖ plan_hash ‖
-    /// step_hash ‖ issued_at ‖ expires_at ‖ nonce ‖ L(body_bytes)`, where
-    /// `L(x)` is `x`'s length as a big-endian u64 followed by `x`, and the
-    /// times are big-endian i64.
-    pub fn signing_input(&self) -> Vec<u8> {
-        signing_input(
-            &self.key_id,
-            &self.audience,
-            &self.plan_hash,
-            &self.step_hash,
-            (self.issued_at, self.expires_at),
-            &self.nonce,
-            &self.body_bytes,
-        )
+/// Agent side: checks key, signature, audience, expiry, lifetime, issue
+/// time (not in the future, not before the agent started), then nonce
+/// (recorded only when everything else passed, so forged commands cannot
+/// fill the cache).
+pub fn verify<'a>(
+    cmd: &'a SignedCommand,
+    key: &TrustedKey,
+    audience: &str,
+    now: i64,
+    limits: Limits,
+    nonces: &mut NonceCache,
+) -> Result<Verified<'a>, VerifyError> {
+    if cmd.key_id != key.key_id {
+        return Err(VerifyError::UnknownKey(cmd.key_id.clone()));
     }
-
-    /// Agent side: key, signature, audience, expiry, lifetime, issue time
-    /// (not in the future, not before the agent started), then nonce
-    /// (recorded only when everything else passed, so forged commands cannot
-    /// fill the cache).
-    pub fn verify<'a>(
-        &'a self,
-        key: &TrustedKey,
-        audience: &str,
-        now: i64,
-        limits: Limits,
-        nonces: &mut NonceCache,
-    ) -> Result<Verified<'a>, VerifyError> {
-        if self.key_id != key.key_id {
-            return Err(VerifyError::UnknownKey(self.key_id.clone()));
-        }
-        UnparsedPublicKey::new(&ED25519, &key.public_key)
-            .verify(&self.signing_input(), &self.signature)
-            .map_err(|_| VerifyError::BadSignature)?;
-        if self.audience != audience {
-            return Err(VerifyError::WrongAudience(self.audience.clone()));
-        }
-        let forget_after = self.expires_at.saturating_add(limits.clock_skew_s);
-        if now > forget_after {
-            return Err(VerifyError::Expired {
-                expires_at: self.expires_at,
-                now,
-            });
-        }
-        let lifetime = self.expires_at.saturating_sub(self.issued_at);
-        if !(0..=limits.max_lifetime_s).contains(&lifetime) {
-            return Err(VerifyError::BadLifetime {
-                issued_at: self.issued_at,
-                expires_at: self.expires_at,
-            });
-        }
-        if self.issued_at > now.saturating_add(limits.clock_skew_s) {
-            return Err(VerifyError::IssuedInFuture {
-                issued_at: self.issued_at,
-                now,
-            });
-        }
-        if self.issued_at < nonces.started_at {
-            return Err(VerifyError::IssuedBeforeStart {
-                issued_at: self.issued_at,
-                started_at: nonces.started_at,
-            });
-        }
-        nonces.insert(self.nonce, forget_after, now)?;
-        Ok(Verified {
-            body_bytes: &self.body_bytes,
-            plan_hash: &self.plan_hash,
-            step_hash: &self.step_hash,
-        })
+    UnparsedPublicKey::new(&ED25519, &key.public_key)
+        .verify(&cmd.signing_input(), &cmd.signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    if cmd.audience != audience {
+        return Err(VerifyError::WrongAudience(cmd.audience.clone()));
     }
+    let forget_after = cmd.expires_at.saturating_add(limits.clock_skew_s);
+    if now > forget_after {
+        return Err(VerifyError::Expired {
+            expires_at: cmd.expires_at,
+            now,
+        });
+    }
+    let lifetime = cmd.expires_at.saturating_sub(cmd.issued_at);
+    if !(0..=limits.max_lifetime_s).contains(&lifetime) {
+        return Err(VerifyError::BadLifetime {
+            issued_at: cmd.issued_at,
+            expires_at: cmd.expires_at,
+        });
+    }
+    if cmd.issued_at > now.saturating_add(limits.clock_skew_s) {
+        return Err(VerifyError::IssuedInFuture {
+            issued_at: cmd.issued_at,
+            now,
+        });
+    }
+    if cmd.issued_at < nonces.started_at {
+        return Err(VerifyError::IssuedBeforeStart {
+            issued_at: cmd.issued_at,
+            started_at: nonces.started_at,
+        });
+    }
+    nonces.insert(cmd.nonce, forget_after, now)?;
+    Ok(Verified {
+        body_bytes: &cmd.body_bytes,
+        plan_hash: &cmd.plan_hash,
+        step_hash: &cmd.step_hash,
+    })
 }
 
 #[cfg(test)]
@@ -401,7 +320,8 @@ mod tests {
     const NOW: i64 = 1_000_000;
 
     fn check(s: &SignedCommand, now: i64, cache: &mut NonceCache) -> Result<(), VerifyError> {
-        s.verify(
+        verify(
+            &s,
             &trusted(&keypair(1)),
             "agent-pve1",
             now,
@@ -418,15 +338,15 @@ mod tests {
         assert_eq!(s.signature.len(), 64);
         assert_eq!(s.key_id.len(), 16);
         let mut cache = NonceCache::new(8, NOW - 3600);
-        let v = s
-            .verify(
-                &trusted(&k),
-                "agent-pve1",
-                NOW,
-                Limits::default(),
-                &mut cache,
-            )
-            .unwrap();
+        let v = verify(
+            &s,
+            &trusted(&k),
+            "agent-pve1",
+            NOW,
+            Limits::default(),
+            &mut cache,
+        )
+        .unwrap();
         assert_eq!(v.body_bytes, b"\x02\x00\x03web");
         assert_eq!(v.plan_hash, &[1; 32]);
         assert_eq!(cache.len(), 1);
@@ -516,7 +436,8 @@ mod tests {
         let s = sign(&k, cmd(1, NOW + 120));
         let mut cache = NonceCache::new(8, NOW - 3600);
         assert_eq!(
-            s.verify(
+            verify(
+                &s,
                 &trusted(&k),
                 "agent-docker1",
                 NOW,
@@ -639,14 +560,6 @@ mod tests {
         assert_eq!(hash_from_hex(&h), Some([0xab; 32]));
         assert_eq!(hash_from_hex("abc"), None);
         assert_eq!(hash_from_hex(&"zz".repeat(32)), None);
-    }
-
-    #[test]
-    fn signing_input_is_unambiguous() {
-        // Moving a byte from the audience into the key id must change the input.
-        let a = signing_input("ab", "c", &[0; 32], &[0; 32], (1, 2), &[0; 16], b"x");
-        let b = signing_input("a", "bc", &[0; 32], &[0; 32], (1, 2), &[0; 16], b"x");
-        assert_ne!(a, b);
     }
 
     /// Pins the signing-input layout: a change here breaks every deployed
