@@ -56,6 +56,10 @@ pub struct HubConfig {
     /// The reasoner: queue, per-provider concurrency, circuit breaker and
     /// monthly token budgets (`[reasoner]`).
     pub reasoner: crate::reasoner::ReasonerConfig,
+    /// The control plane's policy (`[control]`): Guide (default) or Assist,
+    /// destructive opt-ins and target rules. A policy saved in the
+    /// dashboard replaces this table.
+    pub control: crate::plans::ControlConfig,
 }
 
 /// `[retention]`: what is kept, in days, and how often it is pruned.
@@ -175,6 +179,7 @@ impl Default for HubConfig {
             llm: crate::llm::LlmConfig::default(),
             memory: crate::recall::MemoryConfig::default(),
             reasoner: crate::reasoner::ReasonerConfig::default(),
+            control: crate::plans::ControlConfig::default(),
         }
     }
 }
@@ -245,6 +250,7 @@ impl std::fmt::Debug for HubConfig {
             .field("llm", &self.llm)
             .field("memory", &self.memory)
             .field("reasoner", &self.reasoner)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -317,6 +323,9 @@ impl HubConfig {
             && !(8..=8192).contains(&m.embed_dim)
         {
             return bad("memory.embed_dim must be between 8 and 8192");
+        }
+        if let Err(e) = self.control.to_policy() {
+            return Err(ConfigError::Invalid(format!("control: {e}")));
         }
         let r = &self.retention;
         if r.facts_days == 0 || r.summaries_days == 0 || r.resolved_incidents_days == 0 {

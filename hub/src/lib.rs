@@ -22,6 +22,7 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
+pub mod plans;
 pub mod pve_webhook;
 pub mod reasoner;
 pub mod recall;
@@ -95,6 +96,8 @@ pub struct Hub {
     pub notify: notify::service::Notify,
     /// The audit trail (append side).
     pub audit: Arc<audit::AuditLog>,
+    /// The control plane: plans, approvals, signed execution, probes.
+    pub control: Arc<plans::Control>,
     /// Retrieval (`None` when `[memory] enabled = false`).
     pub memory: Option<Arc<recall::Memory>>,
     notify_rx:
@@ -151,7 +154,19 @@ impl Hub {
         if let Some(m) = &memory {
             reasoner.set_memory(m.clone());
         }
+        let pki = Arc::new(pki);
+        let registry = Arc::new(registry);
+        let control = plans::Control::open(
+            store.clone(),
+            audit.clone(),
+            registry.clone(),
+            pki.clone(),
+            config.control.clone(),
+        )
+        .await
+        .map_err(HubError::Other)?;
         Ok(Self {
+            control,
             incidents,
             reasoner,
             engine_rx: Arc::new(std::sync::Mutex::new(Some(engine_rx))),
@@ -166,8 +181,8 @@ impl Hub {
             redactor,
             config: Arc::new(config),
             store,
-            pki: Arc::new(pki),
-            registry: Arc::new(registry),
+            pki,
+            registry,
         })
     }
 }
@@ -281,6 +296,7 @@ pub async fn run(
     tracker.spawn(recall::run(hub.clone(), shutdown.clone()));
     tracker.spawn(hub.reasoner.clone().run(shutdown.clone()));
     tracker.spawn(transport::revocation_loop(hub.clone(), shutdown.clone()));
+    tracker.spawn(hub.control.clone().run(shutdown.clone()));
     let app = http::router(http::AppState::new(hub.clone()));
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

@@ -72,6 +72,8 @@ pub enum AuditKind {
     AgentRevoked,
     /// A user sent a test notification.
     TestNotificationSent,
+    /// An admin changed the control policy (mode, opt-ins, target rules).
+    ControlPolicyChanged,
 }
 
 /// One audit entry.

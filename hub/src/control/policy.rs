@@ -445,8 +445,9 @@ pub enum RunStatus {
     Completed,
 }
 
-/// The state machine for one validated plan.
-#[derive(Debug, Clone)]
+/// The state machine for one validated plan. Serializable so the shell can
+/// store it after every event and resume it after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanRun {
     config: PolicyConfig,
     plan: ValidatedPlan,
@@ -472,6 +473,38 @@ impl PlanRun {
             consumed: BTreeSet::new(),
             status: RunStatus::Active,
         }
+    }
+
+    /// The policy the run applies.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The hub policy changed: the run applies `config` from now on, with
+    /// the plan re-validated under it (`revalidated` must be the same plan:
+    /// same hash, else nothing changes). Pending approvals are void (they were
+    /// given under the old rules); returns the audit record when any were.
+    pub fn set_policy(
+        &mut self,
+        config: PolicyConfig,
+        revalidated: ValidatedPlan,
+    ) -> Option<AuditRecord> {
+        if revalidated.plan_hash != self.plan.plan_hash || self.status != RunStatus::Active {
+            return None;
+        }
+        self.config = config;
+        self.plan = revalidated;
+        let dropped = self.approvals.len();
+        self.approvals.clear();
+        (dropped > 0).then(|| AuditRecord {
+            actor: "hub".into(),
+            kind: AuditKind::ApprovalsInvalidated,
+            detail: json!({
+                "reason": "the control policy changed",
+                "approvals_dropped": dropped,
+                "plan_hash": self.plan.plan_hash,
+            }),
+        })
     }
 
     /// The plan.

@@ -438,6 +438,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends one audit entry (the table refuses updates and deletes).
     async fn audit_append(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Inserts or replaces a plan.
+    async fn put_plan(&self, row: &PlanRow) -> StoreResult<()>;
+    /// One plan.
+    async fn plan(&self, id: &str) -> StoreResult<Option<PlanRow>>;
+    /// The plans of an incident, oldest first.
+    async fn plans_for_incident(&self, incident_id: &str) -> StoreResult<Vec<PlanRow>>;
+    /// Plans with this status (`active` at start, to resume them).
+    async fn plans_with_status(&self, status: &str) -> StoreResult<Vec<PlanRow>>;
     /// Audit entries after `after_seq` in order, optionally of one incident.
     async fn audit_entries(
         &self,
@@ -598,6 +606,27 @@ pub struct SkillRunRow {
     pub started_by: String,
     /// JSON array of `{text, done, by, at}`.
     pub steps: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// One stored remediation plan (`plans`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRow {
+    /// Plan id.
+    pub id: String,
+    /// Incident.
+    pub incident_id: String,
+    /// `skill`, `model` or `operator`.
+    pub source: String,
+    /// `active`, `stopped`, `superseded` or `completed`.
+    pub status: String,
+    /// Who proposed it (`user:<name>`, `hub`).
+    pub created_by: String,
+    /// The run (plan, validation, step states, approvals), JSON.
+    pub run: String,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.

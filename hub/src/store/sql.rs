@@ -18,9 +18,9 @@ use sqlx::{Row, SqlSafeStr};
 use super::{
     AgentRow, ApiKeyRow, AuditRow, ChatMessageRow, ExchangeRow, FactRecord, GapAccounting,
     IncidentFilter, IncidentRow, IngestItem, IngestOutcome, LatestFact, ModelNarrativeRow,
-    NewToken, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow, SettingRow, SkillRunRow,
-    Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UsageRow, UserRow,
-    VectorRow,
+    NewToken, PlanRow, PruneCounts, PruneCutoffs, PveNotificationRow, SessionRow, SettingRow,
+    SkillRunRow, Store, StoreError, StoreResult, TemplateRecord, TemplateRow, TokenUse, UsageRow,
+    UserRow, VectorRow,
 };
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -76,6 +76,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit log",
         include_str!("../../../migrations/sqlite/0007_audit.sql"),
     ),
+    (
+        8,
+        "plans",
+        include_str!("../../../migrations/sqlite/0008_plans.sql"),
+    ),
 ];
 
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -113,6 +118,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "audit log",
         include_str!("../../../migrations/postgres/0007_audit.sql"),
+    ),
+    (
+        8,
+        "plans",
+        include_str!("../../../migrations/postgres/0008_plans.sql"),
     ),
 ];
 
@@ -244,6 +254,26 @@ where
 const AGENT_COLS: &str =
     "id, hostname, kind, agent_version, enrolled_at, revoked_at, last_seen, online, cert_not_after";
 const USER_COLS: &str = "u.id, u.name, u.password_hash, u.role, u.must_change_password";
+
+const PLAN_COLS: &str = "id, incident_id, source, status, created_by, run, created_at, updated_at";
+
+fn plan_from_row<R: Row>(r: &R) -> StoreResult<PlanRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PlanRow {
+        id: r.try_get(0)?,
+        incident_id: r.try_get(1)?,
+        source: r.try_get(2)?,
+        status: r.try_get(3)?,
+        created_by: r.try_get(4)?,
+        run: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+    })
+}
 
 macro_rules! impl_store {
     ($ty:ty, $backend:literal, $migrations:expr, $db:ty, $begin:literal) => {
@@ -1203,6 +1233,10 @@ macro_rules! impl_store {
                     .bind(cut.incidents_before)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM plans WHERE updated_at < $1 AND status <> 'active'")
+                    .bind(cut.incidents_before)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM llm_narratives WHERE incident_id NOT IN (SELECT id FROM incidents)")
                     .execute(&mut *tx)
                     .await?;
@@ -1427,6 +1461,52 @@ macro_rules! impl_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn put_plan(&self, r: &PlanRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO plans (id, incident_id, source, status, created_by, run, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, run = excluded.run, updated_at = excluded.updated_at",
+                )
+                .bind(&r.id)
+                .bind(&r.incident_id)
+                .bind(&r.source)
+                .bind(&r.status)
+                .bind(&r.created_by)
+                .bind(&r.run)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn plan(&self, id: &str) -> StoreResult<Option<PlanRow>> {
+                let q = format!("SELECT {PLAN_COLS} FROM plans WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(plan_from_row).transpose()
+            }
+
+            async fn plans_for_incident(&self, incident_id: &str) -> StoreResult<Vec<PlanRow>> {
+                let q = format!("SELECT {PLAN_COLS} FROM plans WHERE incident_id = $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(incident_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(plan_from_row).collect()
+            }
+
+            async fn plans_with_status(&self, status: &str) -> StoreResult<Vec<PlanRow>> {
+                let q = format!("SELECT {PLAN_COLS} FROM plans WHERE status = $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(status)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(plan_from_row).collect()
             }
 
             async fn update_skill_run(&self, id: &str, steps: &str, updated_at: i64) -> StoreResult<()> {
