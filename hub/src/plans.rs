@@ -320,21 +320,17 @@ pub struct PlanSubject {
 }
 
 impl PlanSubject {
-    /// From an incident's stored engine JSON (`subject`).
-    pub fn of_incident(body: &str) -> Self {
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let s = &v["subject"];
-        let inner = s
-            .as_object()
-            .and_then(|o| o.values().next())
-            .cloned()
-            .unwrap_or(Value::Null);
+    /// The incident's first container, guest and node.
+    pub fn of(inc: &crate::engine::Incident) -> Self {
+        let container = inc.containers.first();
+        let guest = inc.guests.first();
         Self {
-            node: inner["node"].as_str().map(str::to_owned),
-            container: inner["container"].as_str().map(str::to_owned),
-            vmid: inner["guest_id"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok()),
+            node: container
+                .map(|c| c.node.clone())
+                .or_else(|| guest.map(|g| g.node.clone()))
+                .or_else(|| inc.nodes.first().cloned()),
+            container: container.map(|c| c.container.clone()),
+            vmid: guest.map(|g| g.guest_id),
         }
     }
 }

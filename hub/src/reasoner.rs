@@ -1120,6 +1120,93 @@ impl Reasoner {
         b.build().map_err(|e| e.to_string())
     }
 
+    /// Asks the routed chat model for a remediation plan of `inc`, answered
+    /// in [`crate::control::catalog::plan_json_schema`]. The prompt holds the
+    /// incident's evidence (privacy-gated like every prompt), the catalog's
+    /// action names and the inventory targets on the incident's nodes, as
+    /// `targets`. The reply still has to pass plan validation.
+    pub async fn propose_plan(
+        &self,
+        inc: &Incident,
+        targets: &[String],
+    ) -> Result<serde_json::Value, ChatError> {
+        let Some(provider) = self
+            .inner
+            .router
+            .as_ref()
+            .and_then(|r| r.route(TaskKind::Chat))
+        else {
+            return Err(ChatError::NoModel);
+        };
+        let name = provider.name();
+        match self.gate(name, wingman_agent::now_ms()).await {
+            Err((reason, Some(secs))) => {
+                return Err(ChatError::Busy {
+                    retry_after_secs: secs,
+                    reason,
+                });
+            }
+            Err((reason, None)) => return Err(ChatError::Stopped(reason)),
+            Ok(()) => {}
+        }
+        let mut b = PromptBuilder::new(TaskKind::Chat, &self.inner.redactor);
+        for e in &inc.evidence {
+            let text = format!("{}: {}", e.detector.as_str(), e.summary);
+            b.evidence(e.n, "", e.severity.as_str(), u64::from(e.count), &text);
+        }
+        b.narrative(&inc.narrative);
+        for t in targets.iter().take(200) {
+            b.fact(&FactLine::new("inventory", FactKind::Other, t.clone()));
+        }
+        let actions: Vec<String> = crate::control::catalog::CATALOG
+            .iter()
+            .map(|a| {
+                let params: Vec<&str> = a.params.iter().map(|p| p.name).collect();
+                format!(
+                    "{} ({}; params: {})",
+                    a.name,
+                    a.risk.as_str(),
+                    params.join(", ")
+                )
+            })
+            .collect();
+        b.operator_question(&format!(
+            "Propose a short remediation plan for incident {}. Use only these actions, with \
+             targets from the inventory facts: {}. Use {{\"action\": \"manual\", \"text\": ...}} for \
+             anything else. Prefer the least risky action that can fix the cause; never propose \
+             destructive actions unless nothing else can work. Answer only with the plan object.",
+            inc.id,
+            actions.join("; ")
+        ));
+        let prompt = b
+            .build()
+            .map_err(|e| ChatError::Stopped(format!("the privacy gate refused the prompt: {e}")))?;
+        let sem = self.permit(name);
+        let Ok(_permit) = sem.acquire_owned().await else {
+            return Err(ChatError::NoModel);
+        };
+        if let Err(ms) = self.try_breaker(name) {
+            return Err(ChatError::Busy {
+                retry_after_secs: u64::try_from(ms / 1000 + 1).unwrap_or(1),
+                reason: "circuit breaker open".into(),
+            });
+        }
+        let schema = llm::OutputSchema {
+            name: "remediation_plan".to_owned(),
+            description: "A remediation plan of catalog actions and manual steps".to_owned(),
+            schema: crate::control::catalog::plan_json_schema(),
+        };
+        let out = provider.complete(PromptRef::from(&prompt), &schema).await;
+        let ok = out.result.is_ok();
+        self.record_exchanges("plan", &inc.id, &out.exchanges, ok)
+            .await;
+        self.record_breaker(name, out.result.as_ref().map(|_| ()));
+        out.result.map(|c| c.value).map_err(|e| ChatError::Busy {
+            retry_after_secs: 10,
+            reason: e.to_string(),
+        })
+    }
+
     /// Asks the routed chat model; waits at most `chat_timeout_secs`.
     pub async fn ask(&self, chat_id: &str, question: &str) -> Result<ChatAnswer, ChatError> {
         let Some(provider) = self

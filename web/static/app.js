@@ -30,3 +30,37 @@
     row.cells[4].textContent = "just now";
   });
 })();
+
+// Live plan progress on the incident page: active plans are re-read from the
+// API every 1.5 s; step states and the plan status are updated as text, and
+// the page reloads once a plan stops or completes (to show results and the
+// next buttons).
+(function () {
+  var plans = document.querySelectorAll("[data-plan-live]");
+  if (!plans.length || !window.fetch) { return; }
+  plans.forEach(function (el) {
+    var id = el.getAttribute("data-plan");
+    var before = null;
+    var timer = setInterval(function () {
+      fetch("/api/v1/plans/" + encodeURIComponent(id), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (body) {
+          if (!body || !body.plan) { return; }
+          var p = body.plan;
+          var status = document.querySelector('[data-plan-status="' + CSS.escape(id) + '"]');
+          if (status) { status.textContent = p.status; }
+          var states = p.steps.map(function (s) { return s.state; }).join(",");
+          p.steps.forEach(function (s) {
+            var cell = document.querySelector('[data-step-state="' + CSS.escape(id + "-" + (s.index + 1)) + '"]');
+            if (cell) { cell.textContent = s.state; }
+          });
+          if (p.status !== "active" || (before !== null && before !== states && states.indexOf("sent") < 0 && states.indexOf("probing") < 0)) {
+            clearInterval(timer);
+            window.location.reload();
+          }
+          before = states;
+        })
+        .catch(function () {});
+    }, 1500);
+  });
+})();

@@ -145,6 +145,30 @@ pub(super) async fn detail_page(
     };
     let model = model_view(&state, &inc.id).await?;
     let audit = super::audit::for_incident(&state, &inc.id).await?;
+    let plans = state.hub.control.for_incident(&inc.id).await?;
+    let (control, _) = state.hub.control.policy();
+    // Suggested skills first, then the rest.
+    let mut plan_skills: Vec<minijinja::Value> = suggestions
+        .iter()
+        .map(|s| context! { id => s.id.clone(), title => format!("{} (suggested)", s.title) })
+        .collect();
+    for s in &state.hub.skills.skills {
+        if !suggestions.iter().any(|x| x.id == s.id) {
+            plan_skills.push(context! { id => s.id.clone(), title => s.title.clone() });
+        }
+    }
+    let subject = crate::plans::PlanSubject::of(&inc);
+    let plan_example = serde_json::to_string_pretty(&json!({
+        "title": format!("Fix: {}", inc.title),
+        "steps": [
+            match (&subject.node, &subject.container, subject.vmid) {
+                (Some(n), Some(c), _) => json!({"action": "docker.restart", "params": {"node": n, "container": c, "timeout_s": null}, "why": "bring it back"}),
+                (Some(n), None, Some(v)) => json!({"action": "pve.start", "params": {"node": n, "vmid": v}, "why": "bring it back"}),
+                _ => json!({"manual": "describe what to do", "node": subject.node, "command": null}),
+            }
+        ]
+    }))
+    .unwrap_or_default();
     let html = state.render(
         "incident.html",
         context! {
@@ -163,6 +187,9 @@ pub(super) async fn detail_page(
             similar => minijinja::Value::from(minijinja::value::Serde(&similar)), similar_note => similar_note,
             model => model.page,
             audit => minijinja::Value::from(minijinja::value::Serde(&audit)),
+            plans => minijinja::Value::from(minijinja::value::Serde(&plans)),
+            control_mode => control.mode, plan_skills => plan_skills, plan_example => plan_example,
+            model_available => state.hub.reasoner.configured(),
         },
     )?;
     Ok(html.into_response())
@@ -363,10 +390,11 @@ pub(super) async fn detail_api(
     let suggestions = suggestions(&state, &inc);
     let model = model_view(&state, &inc.id).await?;
     let audit = super::audit::for_incident(&state, &inc.id).await?;
+    let plans = state.hub.control.for_incident(&inc.id).await?;
     Ok(Json(json!({
         "incident": inc, "suggested_skills": suggestions,
         "model_narrative": model.narrative, "exchanges": model.exchanges,
-        "assistant": model.status, "audit": audit,
+        "assistant": model.status, "audit": audit, "plans": plans,
     })))
 }
 

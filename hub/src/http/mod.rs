@@ -12,6 +12,7 @@ mod chat;
 mod incidents;
 pub mod markdown;
 mod pages;
+mod plans;
 mod pve;
 mod search;
 pub use search::view as search_view;
@@ -145,6 +146,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("run.html", include_str!("../../../web/templates/run.html")),
     (
+        "policy.html",
+        include_str!("../../../web/templates/policy.html"),
+    ),
+    (
         "audit.html",
         include_str!("../../../web/templates/audit.html"),
     ),
@@ -174,6 +179,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404.
     NotFound,
+    /// 409 with a reason (refused by the control policy, wrong state).
+    Conflict(String),
     /// 429 with the seconds to wait.
     TooManyRequests(u64),
     /// 503 with the seconds to wait.
@@ -205,6 +212,7 @@ impl IntoResponse for ApiError {
             ),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             Self::NotFound => (StatusCode::NOT_FOUND, "not found".to_string(), None),
+            Self::Conflict(m) => (StatusCode::CONFLICT, m, None),
             Self::TooManyRequests(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("too many attempts; retry in {s} s"),
@@ -448,6 +456,34 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/notifications/channels/{name}/test",
             post(settings::notifications_test_api),
+        )
+        .route(
+            "/api/v1/incidents/{id}/plans",
+            get(plans::list_api).post(plans::propose_api),
+        )
+        .route("/incidents/{id}/plans", post(plans::propose_form))
+        .route("/api/v1/plans/{id}", get(plans::get_api))
+        .route(
+            "/api/v1/plans/{id}/steps/{n}/approve",
+            post(plans::approve_api),
+        )
+        .route(
+            "/api/v1/plans/{id}/steps/{n}/execute",
+            post(plans::execute_api),
+        )
+        .route("/api/v1/plans/{id}/steps/{n}/done", post(plans::done_api))
+        .route("/api/v1/plans/{id}/reject", post(plans::reject_api))
+        .route("/plans/{id}/steps/{n}/approve", post(plans::approve_form))
+        .route("/plans/{id}/steps/{n}/execute", post(plans::execute_form))
+        .route("/plans/{id}/steps/{n}/done", post(plans::done_form))
+        .route("/plans/{id}/reject", post(plans::reject_form))
+        .route(
+            "/api/v1/control/policy",
+            get(plans::policy_api).put(plans::policy_put_api),
+        )
+        .route(
+            "/settings/policy",
+            get(plans::policy_page).post(plans::policy_form),
         )
         .route("/audit", get(audit::audit_page))
         .route("/api/v1/audit", get(audit::export_api))
