@@ -218,7 +218,13 @@ pub async fn run(hub: Hub, mut rx: mpsc::Receiver<EngineInput>, shutdown: Cancel
                 warn!(%error, incident = %incident.id, "cannot store incident");
             }
             if let Some(m) = &hub.memory {
-                m.index_incident(&incident);
+                // The outcome record says what was done through plans.
+                let lines = if incident.state == crate::engine::IncidentState::Resolved {
+                    hub.control.outcome_lines(&incident.id).await
+                } else {
+                    Vec::new()
+                };
+                m.index_incident(&incident, &lines);
             }
             // Never waits: a full reasoner queue drops by its overflow policy.
             hub.reasoner.offer(&incident);

@@ -1258,3 +1258,155 @@ impl Control {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn policy_rules_parse_and_bad_ones_are_named() {
+        let cfg = ControlConfig {
+            mode: "assist".into(),
+            destructive_opt_in: vec![
+                "docker.remove on node:docker1".into(),
+                "pve.stop, pve.snapshot_rollback on tag:lab".into(),
+            ],
+            deny: vec![
+                "low on guest:pve1/100: the NAS VM is never touched".into(),
+                "read_only on any: maintenance freeze".into(),
+                "medium on container:docker1/db: the database".into(),
+            ],
+            ..ControlConfig::default()
+        };
+        let p = cfg.to_policy().unwrap();
+        assert_eq!(p.mode, Mode::Assist);
+        assert_eq!(p.destructive_opt_in.len(), 2);
+        assert_eq!(p.destructive_opt_in[1].actions.len(), 2);
+        assert_eq!(
+            p.deny[0].scope,
+            Scope::Guest {
+                node: "pve1".into(),
+                vmid: 100
+            }
+        );
+        assert_eq!(p.deny[0].reason, "the NAS VM is never touched");
+        assert_eq!(p.deny[1].scope, Scope::Any);
+        assert_eq!(p.deny[1].min_risk, RiskClass::ReadOnly);
+        assert_eq!(format_scope(&p.deny[2].scope), "container:docker1/db");
+        assert_eq!(
+            ControlConfig::default().to_policy().unwrap().mode,
+            Mode::Guide
+        );
+
+        let bad = |f: &dyn Fn(&mut ControlConfig), want: &str| {
+            let mut c = ControlConfig::default();
+            f(&mut c);
+            let e = c.to_policy().unwrap_err();
+            assert!(e.contains(want), "{e} !~ {want}");
+        };
+        bad(&|c| c.mode = "autonomous".into(), "no autonomous mode");
+        bad(
+            &|c| c.destructive_opt_in = vec!["docker.remove".into()],
+            "ACTION",
+        );
+        bad(
+            &|c| c.destructive_opt_in = vec!["docker.nuke on any".into()],
+            "unknown action",
+        );
+        bad(
+            &|c| c.destructive_opt_in = vec!["docker.restart on any".into()],
+            "not destructive",
+        );
+        bad(
+            &|c| c.destructive_opt_in = vec!["docker.remove on planet:x".into()],
+            "scope kind",
+        );
+        bad(
+            &|c| c.deny = vec!["low on guest:pve1/abc: x".into()],
+            "not a guest id",
+        );
+        bad(&|c| c.deny = vec!["huge on any: x".into()], "risk");
+        bad(
+            &|c| c.deny = vec!["low on node:pve1".into()],
+            "RISK on SCOPE",
+        );
+        bad(
+            &|c| c.deny = vec!["low on node:pve1:  ".into()],
+            "needs a reason",
+        );
+        bad(&|c| c.approval_ttl_s = 1, "approval_ttl_s");
+        bad(&|c| c.command_ttl_s = 3600, "command_ttl_s");
+        bad(&|c| c.approver_roles.clear(), "role");
+    }
+
+    fn skill(tier: u8, body: &str) -> crate::skills::Skill {
+        crate::skills::Skill {
+            id: "s".into(),
+            title: "A skill".into(),
+            tier,
+            platforms: vec![],
+            tags: vec![],
+            detectors: vec![],
+            keywords: vec![],
+            risk: "low".into(),
+            privileges: vec![],
+            estimated_minutes: 5,
+            applies_to: vec![],
+            version: 1,
+            body: body.into(),
+            source: crate::skills::SkillSource::BuiltIn,
+        }
+    }
+
+    const BODY: &str = "# T\n\n## Diagnosis\n\n```sh\ndocker restart CONTAINER\n```\n\n## Steps\n\n\
+### Step 1: Read the logs\n\n```sh\ndocker logs --tail 50 CONTAINER\n```\n\n\
+### Step 2: Restart it\n\n```sh\ndocker restart CONTAINER\n```\n\n**Risk:** low\n\n\
+### Step 3: Start the guest\n\n```sh\nqm start VMID\n```\n\n\
+### Step 4: Two commands\n\n```sh\ndocker stop CONTAINER\ndocker start CONTAINER\n```\n\n## Verification\n\n```sh\ndocker ps\n```\n";
+
+    #[test]
+    fn skill_steps_become_catalog_actions_where_they_match() {
+        let subject = PlanSubject {
+            node: Some("docker1".into()),
+            container: Some("web".into()),
+            vmid: Some(101),
+        };
+        let p = plan_from_skill(&skill(2, BODY), "p1", "inc-1", &subject);
+        assert_eq!(p.source, PlanSource::Skill);
+        assert_eq!(p.skill_id.as_deref(), Some("s"));
+        assert_eq!(p.steps.len(), 4, "{:#?}", p.steps);
+        match &p.steps[0] {
+            Step::Manual {
+                text,
+                command,
+                node,
+            } => {
+                assert_eq!(text, "Step 1: Read the logs");
+                assert_eq!(command.as_deref(), Some("docker logs --tail 50 web"));
+                assert_eq!(node.as_deref(), Some("docker1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            p.steps[1],
+            Step::Action {
+                action: "docker.restart".into(),
+                params: json!({"node": "docker1", "container": "web", "timeout_s": null}),
+                why: "Step 2: Restart it".into(),
+            }
+        );
+        assert!(matches!(&p.steps[2], Step::Action { action, params, .. }
+            if action == "pve.start" && params["vmid"] == 101));
+        assert!(matches!(&p.steps[3], Step::Manual { command: Some(c), .. } if c.contains('\n')));
+        // Tier 1 skills only read: every step stays manual.
+        let p = plan_from_skill(&skill(1, BODY), "p2", "inc-1", &subject);
+        assert!(p.steps.iter().all(|s| matches!(s, Step::Manual { .. })));
+        // No subject node: no action can be targeted.
+        let p = plan_from_skill(&skill(2, BODY), "p3", "inc-1", &PlanSubject::default());
+        assert!(p.steps.iter().all(|s| matches!(s, Step::Manual { .. })));
+        // A skill without steps still gives a plan (one manual step).
+        let p = plan_from_skill(&skill(2, "# T\n\nno steps"), "p4", "inc-1", &subject);
+        assert_eq!(p.steps.len(), 1);
+    }
+}

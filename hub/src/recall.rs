@@ -258,8 +258,10 @@ impl Memory {
         }))
     }
 
-    /// The document of an incident (and, when resolved, its outcome).
-    pub fn incident_documents(i: &Incident) -> Vec<Document> {
+    /// The document of an incident (and, when resolved, its outcome record:
+    /// who resolved it, after how long, the timeline, and `plan_lines`:
+    /// what was done through remediation plans and whether it worked).
+    pub fn incident_documents(i: &Incident, plan_lines: &[String]) -> Vec<Document> {
         let node = i.nodes.first().cloned();
         let text = incident_text(i);
         let mut d = Document::new(DocKind::Incident, &i.id, &i.title, &text, i.opened_at_ms);
@@ -280,10 +282,14 @@ impl Memory {
                 .filter(|t| !t.detail.is_empty())
                 .map(|t| format!("{:?} by {}: {}", t.event, t.by, t.detail))
                 .collect();
-            let outcome = format!(
+            let mut outcome = format!(
                 "{text}\nResolved by {by} after {mins} min.\n{}",
                 fixes.join("\n")
             );
+            if !plan_lines.is_empty() {
+                outcome.push_str("\nWhat was done:\n");
+                outcome.push_str(&plan_lines.join("\n"));
+            }
             let mut o = Document::new(
                 DocKind::Outcome,
                 &i.id,
@@ -300,8 +306,8 @@ impl Memory {
     }
 
     /// Queues an incident (never waits).
-    pub fn index_incident(&self, i: &Incident) {
-        for d in Self::incident_documents(i) {
+    pub fn index_incident(&self, i: &Incident, plan_lines: &[String]) {
+        for d in Self::incident_documents(i, plan_lines) {
             if let Err(e) = self.indexer.try_index(d) {
                 warn!(incident = %i.id, error = %e, "memory: incident not queued");
             }
@@ -419,7 +425,12 @@ pub async fn run(hub: Hub, shutdown: CancellationToken) {
     if let Ok((rows, _)) = hub.store.list_incidents(&filter).await {
         for r in rows {
             if let Ok(i) = serde_json::from_str::<Incident>(&r.body) {
-                docs.extend(Memory::incident_documents(&i));
+                let lines = if i.state == IncidentState::Resolved {
+                    hub.control.outcome_lines(&i.id).await
+                } else {
+                    Vec::new()
+                };
+                docs.extend(Memory::incident_documents(&i, &lines));
             }
         }
     }

@@ -1043,3 +1043,106 @@ fn json_scenarios() {
         }
     }
 }
+
+/// Every mode × risk class × hub opt-in × agent opt-in combination: what
+/// happens to one step that is approved (with fresh authentication) and
+/// executed. Guide never sends; Assist sends read-only, low and medium
+/// steps; a destructive step goes out only with the hub's opt-in and an
+/// agent that did not report its own opt-in off.
+#[test]
+fn mode_risk_opt_in_matrix() {
+    let steps = |risk: RiskClass| match risk {
+        RiskClass::ReadOnly => vec![act(
+            "pve.guest_config",
+            json!({"node": "pve1", "vmid": 101}),
+        )],
+        RiskClass::Low => vec![act(
+            "pve.snapshot_create",
+            json!({"node": "pve1", "vmid": 101, "name": "before_fix"}),
+        )],
+        RiskClass::Medium => vec![act(
+            "pve.shutdown",
+            json!({"node": "pve1", "vmid": 101, "timeout_s": 60}),
+        )],
+        RiskClass::Destructive => stop_plan(),
+    };
+    let mut cases = 0;
+    for mode in [Mode::Guide, Mode::Assist] {
+        for risk in [
+            RiskClass::ReadOnly,
+            RiskClass::Low,
+            RiskClass::Medium,
+            RiskClass::Destructive,
+        ] {
+            for hub_opt_in in [false, true] {
+                for agent in [None, Some(false), Some(true)] {
+                    cases += 1;
+                    let mut i = inv();
+                    i.nodes.get_mut("pve1").unwrap().agent_allows_destructive = agent;
+                    let mut run = make_run(
+                        mode,
+                        |c| {
+                            if hub_opt_in {
+                                c.destructive_opt_in.push(OptIn {
+                                    actions: vec![ActionId::PveStop],
+                                    scope: Scope::Any,
+                                });
+                            }
+                        },
+                        &i,
+                        steps(risk),
+                    );
+                    let step = &run.plan().steps[0];
+                    assert_eq!(step.risk, Some(risk));
+                    assert_eq!(step.destructive, risk == RiskClass::Destructive);
+                    let policy_refuses =
+                        risk == RiskClass::Destructive && (!hub_opt_in || agent == Some(false));
+                    assert_eq!(
+                        step.refused.is_some(),
+                        policy_refuses,
+                        "{mode:?} {risk:?} hub={hub_opt_in} agent={agent:?}: {:?}",
+                        step.refused
+                    );
+                    let mut out =
+                        run.handle(1, to_event(&run, Ev::Approve("alice", "admin", 0, true)));
+                    out.extend(run.handle(2, to_event(&run, Ev::Exec("admin", 0))));
+                    let sent = out.iter().any(|a| matches!(a, Action::SendCommand(_)));
+                    let expect_sent = mode == Mode::Assist && !policy_refuses;
+                    assert_eq!(
+                        sent,
+                        expect_sent,
+                        "{mode:?} {risk:?} hub={hub_opt_in} agent={agent:?}: {:#?}",
+                        brief(&out)
+                    );
+                    if !expect_sent {
+                        let why = brief(&out).join(" | ");
+                        let want = if mode == Mode::Guide {
+                            "Guide mode"
+                        } else {
+                            "refused by policy"
+                        };
+                        assert!(why.contains(want), "{mode:?} {risk:?}: {why}");
+                    }
+                    // A destructive step never goes out without fresh auth.
+                    if expect_sent && risk == RiskClass::Destructive {
+                        let mut again = make_run(
+                            mode,
+                            |c| {
+                                c.destructive_opt_in.push(OptIn {
+                                    actions: vec![ActionId::PveStop],
+                                    scope: Scope::Any,
+                                })
+                            },
+                            &i,
+                            steps(risk),
+                        );
+                        let out = again
+                            .handle(1, to_event(&again, Ev::Approve("alice", "admin", 0, false)));
+                        assert!(brief(&out).join("").contains("fresh re-authentication"));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 48);
+}
