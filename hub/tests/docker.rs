@@ -1,7 +1,10 @@
 //! Docker end to end on the real engine: the agent reports the inventory and
-//! events, container logs become template counts, and container actions sent
-//! by the hub over the authenticated link run only when the node's own policy
-//! allows them. Every container and image is labelled and removed afterwards.
+//! events, container logs become template counts, a crash-looping container
+//! opens an incident and a plan restarts it after approval in Assist mode
+//! (signed command, executed by the agent, verified running from the facts),
+//! unsigned actions are refused, and a destructive step the hub allows is
+//! still refused by the node's own policy. Every container and image is
+//! labelled and removed afterwards.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,6 +15,17 @@ use wingman_protocol::CommandBody;
 use wingman_protocol::docker::DockerAction;
 
 use crate::common::{TestAgent, TestHub, eventually};
+
+/// The node name the agent reports under.
+async fn node_name(th: &TestHub, agent_id: &str) -> String {
+    th.hub
+        .store
+        .get_agent(agent_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .hostname
+}
 
 const SOCKET: &str = "/var/run/docker.sock";
 
@@ -175,7 +189,8 @@ async fn containers_events_logs_and_actions_through_the_hub() {
     )
     .await;
 
-    // A restart sent by the hub runs (restart is low risk: allowed by default)...
+    // Actions run only from approved plan steps: an unsigned restart is
+    // refused by the agent.
     let reply = th
         .hub
         .registry
@@ -192,42 +207,154 @@ async fn containers_events_logs_and_actions_through_the_hub() {
     let AgentReply::Action(outcome) = reply else {
         panic!("unexpected reply {reply:?}")
     };
-    assert!(outcome.result.ok && !outcome.result.refused, "{outcome:?}");
-    // ...and is observed in the events the agent reports.
-    eventually(Duration::from_secs(15), "restart event at the hub", || {
-        let (th, a, web) = (&th, &agent_id, &web);
+    assert!(outcome.result.refused && !outcome.result.ok, "{outcome:?}");
+
+    // A crash-looping container: its config file is missing, so it exits 3
+    // at once; the engine restarts it a few times, then gives up.
+    let key = th.api_key().await;
+    let fix = work.path().join("fix");
+    std::fs::create_dir_all(&fix).unwrap();
+    let crash = format!("wm-crash-{run}");
+    let (ok, out) = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "--label",
+        "wingman.test=1",
+        "--name",
+        &crash,
+        "--restart",
+        "on-failure:4",
+        "-v",
+        &format!("{}:/fix", fix.display()),
+        &image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "test -f /fix/app.conf && exec sleep 3600; echo 'cannot read /fix/app.conf'; exit 3",
+    ]);
+    assert!(ok, "{out}");
+    let incident = eventually(
+        Duration::from_secs(60),
+        "crash-loop incident at the hub",
+        || {
+            let (th, key, crash) = (&th, &key, &crash);
+            async move {
+                let v: serde_json::Value = crate::common::http_client()
+                    .get(th.url("/api/v1/incidents?limit=50"))
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                v["incidents"].as_array()?.iter().find_map(|i| {
+                    let t = i["title"].as_str()?;
+                    (t.contains(crash.as_str()) || t.contains("crash-looping"))
+                        .then(|| i["id"].as_str().unwrap().to_owned())
+                })
+            }
+        },
+    )
+    .await;
+    // It gives up (exited) before the fix.
+    eventually(Duration::from_secs(60), "crash loop over", || {
+        let crash = crash.clone();
         async move {
-            let ev = th
-                .hub
-                .store
-                .recent_facts(a, "container_event", 50)
-                .await
-                .ok()?;
-            ev.iter()
-                .any(|(_, b)| b.contains(web.as_str()) && b.contains("\"Restart\""))
-                .then_some(())
+            let (_, s) = docker(&["inspect", "-f", "{{.State.Status}}", &crash]);
+            (s.trim() == "exited").then_some(())
         }
     })
     .await;
 
-    // Remove is destructive: refused by the node's own policy, nothing runs.
-    let reply = th
-        .hub
-        .registry
-        .send_command(
-            &agent_id,
-            CommandBody::Docker(DockerAction::Remove {
-                container: web.clone(),
-                force: true,
-            }),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let AgentReply::Action(outcome) = reply else {
-        panic!("unexpected reply {reply:?}")
-    };
-    assert!(outcome.result.refused && !outcome.result.ok, "{outcome:?}");
+    // Assist mode, with the hub's opt-in for removing containers on this
+    // node (the agent keeps its own default: no destructive actions).
+    let (s, e) = crate::plans::set_policy(
+        &th,
+        &key,
+        serde_json::json!({"mode": "assist", "destructive_opt_in": ["docker.remove on node:{node}".replace("{node}", &node_name(&th, &agent_id).await)]}),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+
+    // The operator fixes the config, and a plan restarts the container.
+    std::fs::write(fix.join("app.conf"), "ok\n").unwrap();
+    let node = node_name(&th, &agent_id).await;
+    let (s, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        serde_json::json!({"title": "restart after the fix", "steps": [
+            {"action": "docker.restart", "params": {"node": node, "container": crash, "timeout_s": 1}, "why": "config restored"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let pid = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["steps"][0]["risk"], "low");
+    // Not approved yet: refused.
+    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
+    assert_eq!(s, reqwest::StatusCode::CONFLICT, "{e}");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+    let done = crate::plans::wait_step(&th, &key, &pid, 1, &["verified", "failed"]).await;
+    assert_eq!(done["steps"][0]["state"], "verified", "{done}");
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, running) = docker(&["inspect", "-f", "{{.State.Running}}", &crash]);
+    assert_eq!(running.trim(), "true");
+    assert_eq!(
+        crate::plans::plan_audit(&th, &pid).await,
+        [
+            "plan_created",
+            "plan_validated",
+            "execution_refused",
+            "step_approved",
+            "command_sent",
+            "step_executed",
+            "step_verified",
+            "plan_completed"
+        ]
+    );
+
+    // Removing is destructive: the hub allows it here (opt-in, password
+    // given), but the agent's own policy refuses it and nothing runs.
+    let (s, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        serde_json::json!({"title": "remove", "steps": [
+            {"action": "docker.remove", "params": {"node": node, "container": web, "force": true}}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let pid = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["steps"][0]["destructive"], true);
+    assert!(plan["steps"][0]["refused"].is_null(), "{plan}");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
+    assert_eq!(s, reqwest::StatusCode::CONFLICT, "no fresh auth: {e}");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, Some("wrong")).await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{e}");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, Some("correct-horse-battery")).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+    let done = crate::plans::wait_step(&th, &key, &pid, 1, &["failed", "verified"]).await;
+    assert_eq!(done["steps"][0]["state"], "failed", "{done}");
+    assert_eq!(done["status"], "stopped");
+    assert!(
+        done["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the agent"),
+        "{done}"
+    );
     assert!(
         docker(&["inspect", &web]).0,
         "the container must still exist"

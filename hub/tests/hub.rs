@@ -21,6 +21,7 @@ mod llm;
 mod logs;
 mod memory;
 mod notify;
+mod plans;
 mod pve;
 #[path = "../../agent/tests/pve_server/mod.rs"]
 mod pve_server;

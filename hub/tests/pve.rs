@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wingman_hub::transport::AgentReply;
-use wingman_protocol::pve::{GuestKind, GuestRef, PveAction, PveActionOp};
-use wingman_protocol::{CommandBody, HostKind};
+use wingman_protocol::HostKind;
 
 use crate::common::{TestAgent, TestHub, eventually, http_client};
 use crate::pve_server::{PveTestServer, SimState, zfs_detail_degraded};
@@ -32,19 +30,6 @@ async fn incidents(th: &TestHub, key: &str) -> Vec<Value> {
         .await
         .unwrap();
     r["incidents"].as_array().cloned().unwrap_or_default()
-}
-
-async fn command(th: &TestHub, agent: &str, action: PveAction) -> wingman_protocol::CommandResult {
-    match th
-        .hub
-        .registry
-        .send_command(agent, CommandBody::Pve(action), Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
-        AgentReply::Result(r) => r,
-        other => panic!("unexpected reply {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,25 +75,72 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     let node = th.hub.store.get_agent(&agent_id).await.unwrap().unwrap();
     assert_eq!(node.hostname, "pve1");
 
-    // A medium action runs and comes back with its task UPID and status.
-    let r = command(
+    // The ZFS pool degrades: an incident opens on pve1.
+    {
+        let mut s = pve.state();
+        s.zfs[0].health = "DEGRADED".into();
+        s.zfs[0].detail = zfs_detail_degraded("rpool");
+    }
+    let incident = eventually(Duration::from_secs(30), "rpool incident", || {
+        let th = &th;
+        let key = key.clone();
+        async move {
+            let list = incidents(th, &key).await;
+            list.iter()
+                .find(|i| i["title"].as_str().unwrap_or("").contains("rpool"))?["id"]
+                .as_str()
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    // Assist mode; the hub even opts in to hard stops on pve1.
+    let (s, e) = crate::plans::set_policy(
         &th,
-        &agent_id,
-        PveAction {
-            guest: GuestRef {
-                node: "pve1".into(),
-                vmid: 101,
-                kind: GuestKind::Lxc,
-            },
-            op: PveActionOp::Shutdown {
-                timeout_s: Some(30),
-            },
-        },
+        &key,
+        json!({"mode": "assist", "destructive_opt_in": ["pve.stop on node:pve1"]}),
     )
     .await;
-    assert!(r.ok, "{r:?}");
-    assert!(r.detail.contains("UPID:pve1:"), "{}", r.detail);
-    assert!(r.detail.contains("vzshutdown"), "{}", r.detail);
+    assert_eq!(s, StatusCode::OK, "{e}");
+
+    // A medium step (shut down CT 101, to relieve the pool) is approved,
+    // signed, executed by the agent through the PVE API, and verified from
+    // the guest facts that follow.
+    let (s, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        json!({"title": "quiesce the DNS container", "steps": [
+            {"action": "pve.shutdown", "params": {"node": "pve1", "vmid": 101, "timeout_s": 30}, "why": "less I/O on rpool"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let pid = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["steps"][0]["risk"], "medium");
+    assert_eq!(plan["steps"][0]["command"], "pct shutdown 101 --timeout 30");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let done = crate::plans::wait_step(&th, &key, &pid, 1, &["verified", "failed"]).await;
+    assert_eq!(done["steps"][0]["state"], "verified", "{done}");
+    assert_eq!(done["status"], "completed");
+    let audit = th.hub.store.audit_entries(None, 0, 1000).await.unwrap();
+    let executed = audit
+        .iter()
+        .find(|r| r.plan_id.as_deref() == Some(pid.as_str()) && r.kind == "step_executed")
+        .expect("step_executed entry");
+    assert!(
+        executed.detail.contains("UPID:pve1:"),
+        "{}",
+        executed.detail
+    );
+    assert!(
+        executed.detail.contains("vzshutdown"),
+        "{}",
+        executed.detail
+    );
     // ... and the full result is a stored fact.
     eventually(Duration::from_secs(10), "action result fact", || {
         let th = &th;
@@ -127,36 +159,66 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     })
     .await;
 
-    // A destructive action is refused by the node and never reaches PVE.
-    let r = command(
+    // A destructive step (hard stop of VM 100): the hub allows it (opt-in,
+    // password again), the node's own policy refuses it, and it never
+    // reaches the PVE API.
+    let (s, p) = crate::plans::propose(
         &th,
-        &agent_id,
-        PveAction {
-            guest: GuestRef {
-                node: "pve1".into(),
-                vmid: 100,
-                kind: GuestKind::Qemu,
-            },
-            op: PveActionOp::Stop,
-        },
+        &key,
+        &incident,
+        json!({"title": "hard stop", "steps": [
+            {"action": "pve.stop", "params": {"node": "pve1", "vmid": 100}}
+        ]}),
     )
     .await;
-    assert!(!r.ok);
-    assert!(r.detail.contains("refused"), "{}", r.detail);
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let pid = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["steps"][0]["destructive"], true);
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, Some("correct-horse-battery")).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let done = crate::plans::wait_step(&th, &key, &pid, 1, &["failed", "verified"]).await;
+    assert_eq!(done["steps"][0]["state"], "failed", "{done}");
+    let why = done["status_detail"].as_str().unwrap();
+    assert!(why.contains("refused by the agent on pve1"), "{why}");
+    assert!(why.contains("destructive"), "{why}");
     assert!(
         pve.state()
             .requests_matching("/qemu/100/status/stop")
             .is_empty()
     );
+    // Guide mode again: the same kind of plan is a checklist only.
+    let (s, _) = crate::plans::set_policy(&th, &key, json!({"mode": "guide"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        json!({"title": "start it again", "steps": [
+            {"action": "pve.start", "params": {"node": "pve1", "vmid": 101}}
+        ]}),
+    )
+    .await;
+    let plan = p["plan"].clone();
+    assert_eq!(plan["mode"], "guide");
+    assert_eq!(plan["steps"][0]["command"], "pct start 101");
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("Guide mode"), "{e}");
+    assert!(
+        pve.state()
+            .requests_matching("/lxc/101/status/start")
+            .is_empty()
+    );
 
-    // Guest 100 stops with no operator task; the ZFS pool degrades.
+    // Guest 100 stops with no operator task.
     {
         let mut s = pve.state();
         let g = s.guest_mut(100).unwrap();
         g.status = "stopped".into();
         g.uptime = 0;
-        s.zfs[0].health = "DEGRADED".into();
-        s.zfs[0].detail = zfs_detail_degraded("rpool");
     }
     // One situation on pve1 (same node, same window): the degraded pool
     // and the guest that stopped, with no operator task behind it.
