@@ -321,7 +321,7 @@ mod tests {
 
     fn check(s: &SignedCommand, now: i64, cache: &mut NonceCache) -> Result<(), VerifyError> {
         verify(
-            &s,
+            s,
             &trusted(&keypair(1)),
             "agent-pve1",
             now,

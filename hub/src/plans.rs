@@ -524,6 +524,9 @@ pub struct StepView {
     pub rollback: Option<String>,
     /// The verification, one line.
     pub verification: Option<String>,
+    /// The agents can execute it (container and guest actions; read-only
+    /// diagnostics are run by hand from the command shown).
+    pub executable: bool,
 }
 
 /// A plan as pages and the API show it.
@@ -572,6 +575,15 @@ fn source_str(s: PlanSource) -> &'static str {
     }
 }
 
+/// What an agent executes for a call: container and guest actions.
+fn command_body(call: &ActionCall) -> Option<CommandBody> {
+    match call {
+        ActionCall::Docker { action, .. } => Some(CommandBody::Docker(action.clone())),
+        ActionCall::Pve(a) => Some(CommandBody::Pve(a.clone())),
+        _ => None,
+    }
+}
+
 /// Builds the view of a run.
 pub fn view(row: &PlanRow, run: &PlanRun) -> PlanView {
     let vp = run.plan();
@@ -612,6 +624,7 @@ pub fn view(row: &PlanRow, run: &PlanRun) -> PlanView {
                 approval_expires_at: approval.map(|a| a.expires_at),
                 rollback: s.rollback.as_ref().map(|r| r.text.clone()),
                 verification: s.call.as_ref().map(|c| c.spec().verification.to_owned()),
+                executable: s.call.as_ref().is_some_and(|c| command_body(c).is_some()),
             }
         })
         .collect();
@@ -1125,19 +1138,15 @@ impl Control {
         &self,
         req: &crate::control::policy::CommandRequest,
     ) -> Result<(bool, bool, String), String> {
-        let body = match &req.call {
-            ActionCall::Docker { action, .. } => CommandBody::Docker(action.clone()),
-            ActionCall::Pve(a) => CommandBody::Pve(a.clone()),
-            other => {
-                return Ok((
-                    false,
-                    true,
-                    format!(
-                        "{} is a read-only diagnostic the agents do not run; run the command shown",
-                        other.spec().name
-                    ),
-                ));
-            }
+        let Some(body) = command_body(&req.call) else {
+            return Ok((
+                false,
+                true,
+                format!(
+                    "{} is a read-only diagnostic the agents do not run; run the command shown and mark the step done",
+                    req.call.spec().name
+                ),
+            ));
         };
         let agents = self.store.list_agents().await.map_err(|e| e.to_string())?;
         let agent = agents

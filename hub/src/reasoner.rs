@@ -1198,7 +1198,7 @@ impl Reasoner {
         };
         let out = provider.complete(PromptRef::from(&prompt), &schema).await;
         let ok = out.result.is_ok();
-        self.record_exchanges("plan", &inc.id, &out.exchanges, ok)
+        self.record_exchanges("incident", &inc.id, &out.exchanges, ok)
             .await;
         self.record_breaker(name, out.result.as_ref().map(|_| ()));
         out.result.map(|c| c.value).map_err(|e| ChatError::Busy {

@@ -918,3 +918,65 @@ async fn narratives_get_similar_past_incidents_and_chat_cites_what_it_retrieved(
         "{reply}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_proposes_plans_in_the_catalog_schema_and_they_are_validated() {
+    let good = json!({"title": "Free space on the backup storage", "steps": [
+        {"action": "manual", "text": "Delete old dumps on /mnt/backup after checking retention"}
+    ]});
+    let unknown = json!({"title": "Nuke it", "steps": [
+        {"action": "pve.destroy", "params": {"node": "pve1", "vmid": 101}, "why": "start over"}
+    ]});
+    // A model never supplies a command line.
+    let command = json!({"title": "Shell", "steps": [
+        {"action": "manual", "text": "run this", "command": "rm -rf /mnt/backup/*"}
+    ]});
+    let d = serve(
+        Dialect::OpenAi,
+        vec![reply(&good), reply(&unknown), reply(&command)],
+    )
+    .await;
+    let mut th = hub_with(Some(&d), |_| {}).await;
+    let key = th.api_key().await;
+    let inc = fixture("inc-plan", "pve1:/mnt/backup is 100% full");
+    th.hub
+        .store
+        .upsert_incident(&wingman_hub::incidents::row(&inc))
+        .await
+        .unwrap();
+    let ask =
+        || async { crate::plans::propose(&th, &key, "inc-plan", json!({"model": true})).await };
+    let (s, p) = ask().await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["plan"]["source"], "model");
+    assert_eq!(p["plan"]["steps"][0]["action"], "manual");
+    assert!(p["plan"]["steps"][0]["command"].is_null());
+    assert!(p["plan"]["created_by"].as_str().unwrap().contains("admin"));
+    // The request asked for the catalog's schema, with the incident's
+    // evidence, through the same privacy gate as every prompt.
+    let reqs = d.requests();
+    let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    assert_eq!(
+        body["response_format"]["json_schema"]["name"], "remediation_plan",
+        "{body}"
+    );
+    let text = body.to_string();
+    assert!(text.contains("docker.restart") && text.contains("pve.shutdown"));
+    assert!(text.contains("mnt/backup"));
+    // An unknown action or a command line is refused, with the reason.
+    let (s, e) = ask().await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("pve.destroy"), "{e}");
+    let (s, e) = ask().await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("schema"), "{e}");
+    // Every exchange is recorded for the incident page.
+    let ex = th
+        .hub
+        .store
+        .exchanges("incident", "inc-plan", 10)
+        .await
+        .unwrap();
+    assert_eq!(ex.len(), 3);
+    th.stop().await;
+}

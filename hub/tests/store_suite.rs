@@ -51,6 +51,7 @@ async fn suite(s: DynStore) {
     let now = 1_800_000_000_000i64;
     // Migrations are idempotent.
     s.migrate().await.unwrap();
+    plans_suite(&s, now).await;
     llm_suite(&s, now).await;
 
     // Tokens.
@@ -723,6 +724,73 @@ async fn llm_suite(s: &DynStore, now: i64) {
         s.update_skill_run("nope", "[]", now).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Remediation plans: insert, replace (status and run change, origin stays),
+/// per incident in order, by status, and retention keeps active plans.
+async fn plans_suite(s: &DynStore, now: i64) {
+    let row = |id: &str, incident: &str, status: &str, at: i64| wingman_hub::store::PlanRow {
+        id: id.into(),
+        incident_id: incident.into(),
+        source: "operator".into(),
+        status: status.into(),
+        created_by: "user:alice".into(),
+        run: format!("{{\"v\":\"{id}\"}}"),
+        created_at: at,
+        updated_at: at,
+    };
+    s.put_plan(&row("p1", "inc-1", "active", now))
+        .await
+        .unwrap();
+    s.put_plan(&row("p2", "inc-1", "active", now + 1))
+        .await
+        .unwrap();
+    s.put_plan(&row("p3", "inc-2", "active", now + 2))
+        .await
+        .unwrap();
+    let mut done = row("p1", "inc-9", "completed", now + 5);
+    done.created_by = "user:mallory".into();
+    done.run = "{\"v\":\"done\"}".into();
+    s.put_plan(&done).await.unwrap();
+    let p1 = s.plan("p1").await.unwrap().unwrap();
+    assert_eq!(
+        (p1.status.as_str(), p1.run.as_str(), p1.updated_at),
+        ("completed", "{\"v\":\"done\"}", now + 5)
+    );
+    // The origin of a plan never changes.
+    assert_eq!(
+        (
+            p1.incident_id.as_str(),
+            p1.created_by.as_str(),
+            p1.created_at
+        ),
+        ("inc-1", "user:alice", now)
+    );
+    let ids = |v: Vec<wingman_hub::store::PlanRow>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.plans_for_incident("inc-1").await.unwrap()),
+        ["p1", "p2"]
+    );
+    assert_eq!(
+        ids(s.plans_with_status("active").await.unwrap()),
+        ["p2", "p3"]
+    );
+    assert!(s.plan("nope").await.unwrap().is_none());
+    s.prune(&PruneCutoffs {
+        facts_before: 0,
+        summaries_before: 0,
+        incidents_before: now + 100,
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.plan("p1").await.unwrap().is_none(),
+        "finished plans age out"
+    );
+    assert_eq!(
+        ids(s.plans_with_status("active").await.unwrap()),
+        ["p2", "p3"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,8 @@ fn signing_input_covers_every_signed_field() {
     other.id = 99;
     other.signature = vec![1];
     assert_eq!(other.signing_input(), input);
-    let changes: Vec<Box<dyn Fn(&mut SignedCommand)>> = vec![
+    type Change = Box<dyn Fn(&mut SignedCommand)>;
+    let changes: Vec<Change> = vec![
         Box::new(|c| c.body_bytes.push(0)),
         Box::new(|c| c.audience = "b".into()),
         Box::new(|c| c.plan_hash[0] = 0),

@@ -824,7 +824,10 @@ macro_rules! impl_store {
             async fn list_incidents(&self, f: &IncidentFilter) -> StoreResult<(Vec<IncidentRow>, i64)> {
                 let node_like = f.node.as_ref().map(|n| format!("%{n}%"));
                 let cond = "($1 IS NULL OR state = $1) AND ($2 IS NULL OR severity = $2) AND ($3 IS NULL OR nodes LIKE $3)";
-                let q = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE {cond} ORDER BY updated_at DESC, id DESC LIMIT $4 OFFSET $5");
+                // The total comes from the same statement as the page (one
+                // snapshot), so an incident inserted in between cannot make
+                // the total disagree with the rows.
+                let q = format!("SELECT {INCIDENT_COLS}, COUNT(*) OVER () FROM incidents WHERE {cond} ORDER BY updated_at DESC, id DESC LIMIT $4 OFFSET $5");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(q))
                     .bind(f.state.as_deref())
                     .bind(f.severity.as_deref())
@@ -833,14 +836,20 @@ macro_rules! impl_store {
                     .bind(f.offset)
                     .fetch_all(&self.pool)
                     .await?;
-                let total = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM incidents WHERE {cond}")))
-                    .bind(f.state.as_deref())
-                    .bind(f.severity.as_deref())
-                    .bind(node_like.as_deref())
-                    .fetch_one(&self.pool)
-                    .await?;
+                let total: i64 = match rows.first() {
+                    Some(r) => r.try_get(INCIDENT_COLS.split(',').count())?,
+                    None if f.offset == 0 => 0,
+                    // A page past the end: count separately.
+                    None => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM incidents WHERE {cond}")))
+                        .bind(f.state.as_deref())
+                        .bind(f.severity.as_deref())
+                        .bind(node_like.as_deref())
+                        .fetch_one(&self.pool)
+                        .await?
+                        .try_get(0)?,
+                };
                 let rows: StoreResult<Vec<IncidentRow>> = rows.iter().map(incident_from_row).collect();
-                Ok((rows?, total.try_get(0)?))
+                Ok((rows?, total))
             }
 
             async fn get_incident(&self, id: &str) -> StoreResult<Option<IncidentRow>> {
