@@ -333,11 +333,65 @@ async fn dashboard_in_headless_chromium_lists_opens_escapes_and_acknowledges() {
         .await
         .unwrap();
     assert_eq!(list["total"], 1, "{list}");
+    let incident_url = b.script("return window.location.href;").await;
+    let incident_url = incident_url.as_str().unwrap().to_owned();
+
+    // The policy page: switch to Assist mode with the page's form.
+    b.goto(&th.url("/settings/policy")).await;
+    b.wait_find("#mode", Duration::from_secs(10)).await;
+    b.script("document.getElementById('mode').value = 'assist'; return true;")
+        .await;
+    b.click_css("#save-policy", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(10), "policy saved", || {
+        let th = &th;
+        async move { (th.hub.control.policy().0.mode == "assist").then_some(()) }
+    })
+    .await;
+
+    // Propose a plan on the incident page (the JSON form holds a ready
+    // example: a manual step on the node), then tick it off.
+    b.goto(&incident_url).await;
+    b.wait_find("#plan-from-operator", Duration::from_secs(10))
+        .await;
+    b.script("document.getElementById('plan-from-operator').submit(); return true;")
+        .await;
+    b.wait_find("article.plan .badge.risk-manual", Duration::from_secs(10))
+        .await;
+    let status = b
+        .text_of("article.plan [data-plan-status]", Duration::from_secs(5))
+        .await;
+    assert_eq!(status, "active");
+    b.click_css(
+        "article.plan form[action$='/done'] input[type=checkbox]",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.click_css("article.plan button.done", Duration::from_secs(5))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "plan completed on the page",
+        || {
+            let b = &b;
+            async move {
+                (b.text_of("article.plan [data-plan-status]", Duration::from_secs(5))
+                    .await
+                    == "completed")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let state = b
+        .text_of("article.plan .step-state", Duration::from_secs(5))
+        .await;
+    assert_eq!(state, "done");
     // The other pages render in the browser too.
     for (path, css) in [
         ("/skills", "table.nodes"),
         ("/clusters", "h1"),
         ("/settings/notifications", "textarea[name=doc]"),
+        ("/settings/policy", "table"),
         ("/", "h1"),
     ] {
         b.goto(&th.url(path)).await;

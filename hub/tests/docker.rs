@@ -298,11 +298,49 @@ async fn containers_events_logs_and_actions_through_the_hub() {
     // Not approved yet: refused.
     let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
     assert_eq!(s, reqwest::StatusCode::CONFLICT, "{e}");
-    let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
-    let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+    // Approve and execute with the incident page's forms (CSRF token of
+    // the session, the hashes the page showed).
+    let (client, cookie) = th.browser_session().await;
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let (client, cookie, th) = (&client, &cookie, &th);
+        async move {
+            let r = client
+                .post(th.url(&path))
+                .header("cookie", cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().is_success() || r.status().is_redirection(),
+                "{path}: {}",
+                r.status()
+            );
+        }
+    };
+    post(
+        format!("/plans/{pid}/steps/1/approve"),
+        vec![
+            ("csrf", "csrf-test".into()),
+            ("plan_hash", plan["plan_hash"].as_str().unwrap().into()),
+            (
+                "step_hash",
+                plan["steps"][0]["step_hash"].as_str().unwrap().into(),
+            ),
+        ],
+    )
+    .await;
+    let t0 = std::time::Instant::now();
+    post(
+        format!("/plans/{pid}/steps/1/execute"),
+        vec![("csrf", "csrf-test".into())],
+    )
+    .await;
     let done = crate::plans::wait_step(&th, &key, &pid, 1, &["verified", "failed"]).await;
+    eprintln!(
+        "docker.restart: execute -> verified running from the facts in {:?}",
+        t0.elapsed()
+    );
     assert_eq!(done["steps"][0]["state"], "verified", "{done}");
     assert_eq!(done["status"], "completed", "{done}");
     let (_, running) = docker(&["inspect", "-f", "{{.State.Running}}", &crash]);
