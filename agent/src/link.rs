@@ -522,7 +522,10 @@ impl Agent {
                     let batch = FactBatch {
                         stream_id: self.outbox.stream_id(),
                         seq: 0,
-                        facts: vec![Fact { observed_at_ms: crate::now_ms(), body: FactBody::AgentHealth(self.health()) }],
+                        facts: vec![
+                            Fact { observed_at_ms: crate::now_ms(), body: FactBody::AgentHealth(self.health()) },
+                            Fact { observed_at_ms: crate::now_ms(), body: FactBody::AgentPolicy(self.local_policy()) },
+                        ],
                     };
                     send(&mut tx, &AgentMessage::Facts(batch)).await.map_err(lost)?;
                 }
@@ -853,6 +856,20 @@ impl Agent {
             s.gap_facts = c.gap_facts;
             s.spool_errors = c.spool_errors;
             s.spool_error = self.outbox.last_error().map(str::to_string);
+        }
+    }
+
+    /// What this node's own policy allows, for the hub's early refusals.
+    fn local_policy(&self) -> wingman_protocol::AgentPolicy {
+        wingman_protocol::AgentPolicy {
+            command_key_pinned: self.guard.has_key(),
+            docker_actions: self.config.docker.enabled,
+            docker_allow_destructive: self.config.docker.enabled
+                && self.config.docker.policy.allows_destructive(),
+            pve_actions: self.config.proxmox.enabled && self.kind == HostKind::Proxmox,
+            pve_allow_destructive: self.config.proxmox.enabled
+                && self.kind == HostKind::Proxmox
+                && self.config.proxmox.policy.allow_destructive,
         }
     }
 

@@ -279,6 +279,14 @@ pub async fn build_inventory(store: &DynStore) -> Result<Inventory, StoreError> 
                         );
                     }
                 }
+                "agent_policy" => {
+                    // Refused early only when the agent refuses every
+                    // destructive action; otherwise the agent decides.
+                    if let Ok(p) = serde_json::from_str::<wingman_protocol::AgentPolicy>(&f.body) {
+                        node.agent_allows_destructive =
+                            Some(p.docker_allow_destructive || p.pve_allow_destructive);
+                    }
+                }
                 _ => {}
             }
         }

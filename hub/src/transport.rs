@@ -836,6 +836,7 @@ fn fact_json(body: &FactBody) -> String {
         FactBody::DockerStatus(d) => serde_json::to_string(d),
         FactBody::Pve(p) => serde_json::to_string(p),
         FactBody::Pressure(p) => serde_json::to_string(p),
+        FactBody::AgentPolicy(p) => serde_json::to_string(p),
     };
     inner.unwrap_or_else(|_| "null".into())
 }
@@ -881,6 +882,7 @@ fn ingest_records(hub: &Hub, facts: &[Fact]) -> (Vec<FactRecord>, Vec<TemplateRe
                 body,
                 FactBody::Host(_)
                     | FactBody::Pressure(_)
+                    | FactBody::AgentPolicy(_)
                     | FactBody::AgentHealth(_)
                     | FactBody::ContainerInventory(_)
                     | FactBody::DockerStatus(_)

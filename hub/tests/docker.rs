@@ -132,10 +132,18 @@ async fn containers_events_logs_and_actions_through_the_hub() {
     let dir = th.dir.path().join("agent");
     let id = th.enroll(&dir).await;
     let agent_id = id.enrollment.agent_id.clone();
-    let mut agent = TestAgent::start_with(&dir, |c| {
+    let web_denied = web.clone();
+    let mut agent = TestAgent::start_with(&dir, move |c| {
         c.docker.enabled = true;
         c.docker.socket = Some(SOCKET.into());
         c.docker.container_logs = true;
+        // The node allows removing containers, except `web`.
+        c.docker.policy.allow_destructive = true;
+        c.docker.policy.allowed = vec![
+            wingman_agent::docker::PolicyRule::Low,
+            wingman_agent::docker::PolicyRule::Remove,
+        ];
+        c.docker.policy.deny_containers = vec![web_denied];
     });
 
     // The inventory reaches the hub as the node's latest container facts.
@@ -359,8 +367,9 @@ async fn containers_events_logs_and_actions_through_the_hub() {
         ]
     );
 
-    // Removing is destructive: the hub allows it here (opt-in, password
-    // given), but the agent's own policy refuses it and nothing runs.
+    // Removing is destructive: the hub allows it here (its opt-in, the
+    // node reports destructive actions allowed, the password is given), but
+    // the node's own policy never touches `web`: refused there, nothing runs.
     let (s, p) = crate::plans::propose(
         &th,
         &key,
@@ -386,11 +395,10 @@ async fn containers_events_logs_and_actions_through_the_hub() {
     let done = crate::plans::wait_step(&th, &key, &pid, 1, &["failed", "verified"]).await;
     assert_eq!(done["steps"][0]["state"], "failed", "{done}");
     assert_eq!(done["status"], "stopped");
+    let why = done["status_detail"].as_str().unwrap();
+    assert!(why.contains("refused by the agent"), "{done}");
     assert!(
-        done["status_detail"]
-            .as_str()
-            .unwrap()
-            .contains("refused by the agent"),
+        why.contains("never touched") || why.contains("deny"),
         "{done}"
     );
     assert!(

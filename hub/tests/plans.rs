@@ -363,6 +363,19 @@ async fn plan_requests_are_checked_at_the_http_edge() {
         async move { (th.hub.registry.connected() == 1).then_some(()) }
     })
     .await;
+    // The node's own policy reaches the inventory: by default it refuses
+    // every destructive action, so the hub refuses them before asking.
+    let allows = eventually(Duration::from_secs(10), "agent policy fact", || {
+        let th = &th;
+        async move {
+            let inv = wingman_hub::plans::build_inventory(&th.hub.store)
+                .await
+                .ok()?;
+            inv.nodes.values().next()?.agent_allows_destructive
+        }
+    })
+    .await;
+    assert!(!allows);
     let incident = offline_incident(&th, &key, agent).await;
     let node = th.hub.store.list_agents().await.unwrap()[0]
         .hostname

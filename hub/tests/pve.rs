@@ -77,6 +77,9 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
         c.proxmox.node = Some("pve1".into());
         c.proxmox.tasks_dir = tasks_dir;
         c.proxmox.interval_secs = 5;
+        // Destructive actions are allowed on this node, except on VM 100.
+        c.proxmox.policy.allow_destructive = true;
+        c.proxmox.policy.denied_vmids = vec![100];
     });
     // Guests reach the hub (the node reports under its PVE name).
     eventually(Duration::from_secs(20), "guests at the hub", || {
@@ -182,8 +185,8 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     .await;
 
     // A destructive step (hard stop of VM 100): the hub allows it (opt-in,
-    // password again), the node's own policy refuses it, and it never
-    // reaches the PVE API.
+    // the node reports destructive actions allowed, password again), the
+    // node's own deny list refuses it, and it never reaches the PVE API.
     let (s, p) = crate::plans::propose(
         &th,
         &key,
@@ -205,7 +208,7 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     assert_eq!(done["steps"][0]["state"], "failed", "{done}");
     let why = done["status_detail"].as_str().unwrap();
     assert!(why.contains("refused by the agent on pve1"), "{why}");
-    assert!(why.contains("destructive"), "{why}");
+    assert!(why.contains("deny list"), "{why}");
     assert!(
         pve.state()
             .requests_matching("/qemu/100/status/stop")

@@ -38,6 +38,24 @@ pub enum FactBody {
     /// Linux pressure stall information (`/proc/pressure/*`), sent with the
     /// host sample where the kernel provides it.
     Pressure(Pressure),
+    /// What the node's own policy allows (sent with the health report), so
+    /// the hub can show a refusal before asking; the agent still decides.
+    AgentPolicy(AgentPolicy),
+}
+
+/// The node's local action policy, as the agent applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPolicy {
+    /// A hub command key is pinned: signed actions can be accepted at all.
+    pub command_key_pinned: bool,
+    /// Container actions are enabled.
+    pub docker_actions: bool,
+    /// `[docker.policy] allow_destructive`.
+    pub docker_allow_destructive: bool,
+    /// Proxmox VE actions are enabled.
+    pub pve_actions: bool,
+    /// `[proxmox.policy] allow_destructive`.
+    pub pve_allow_destructive: bool,
 }
 
 /// Pressure stall information: the share of the last 10 s in which some
@@ -136,6 +154,7 @@ impl FactBody {
             Self::DockerStatus(_) => "docker_status",
             Self::Pve(p) => p.kind(),
             Self::Pressure(_) => "pressure",
+            Self::AgentPolicy(_) => "agent_policy",
         }
     }
 }

@@ -282,6 +282,21 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ],
     });
     out.push(("agent_facts_logs_gap_health", encode(&summary).unwrap()));
+    let policy = AgentMessage::Facts(FactBatch {
+        stream_id: 42,
+        seq: 0,
+        facts: vec![Fact {
+            observed_at_ms: 1_764_000_010_000,
+            body: FactBody::AgentPolicy(AgentPolicy {
+                command_key_pinned: true,
+                docker_actions: true,
+                docker_allow_destructive: false,
+                pve_actions: false,
+                pve_allow_destructive: false,
+            }),
+        }],
+    });
+    out.push(("agent_facts_policy", encode(&policy).unwrap()));
     out.push(("enroll_request", encode(&enroll_req).unwrap()));
     out.push(("enroll_response", encode(&enroll_resp).unwrap()));
     let with_key = EnrollResponse::EnrolledWithKey {

@@ -78,6 +78,15 @@ impl Default for LocalPolicy {
 }
 
 impl LocalPolicy {
+    /// Whether any destructive action can pass (on some container).
+    pub fn allows_destructive(&self) -> bool {
+        self.allow_destructive
+            && self
+                .allowed
+                .iter()
+                .any(|r| matches!(r, PolicyRule::Destructive | PolicyRule::Remove))
+    }
+
     /// Checks an action against the container reference it carries.
     pub fn check(&self, action: &DockerAction) -> Result<(), Refusal> {
         self.check_target(action, &[action.container()])
