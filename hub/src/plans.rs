@@ -307,6 +307,18 @@ pub async fn build_inventory(store: &DynStore) -> Result<Inventory, StoreError> 
                 last_backup_at: None,
             });
         }
+        // Snapshot names: the newest report per guest.
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, body) in store.recent_facts(&a.id, "pve_snapshots", 1000).await? {
+            let Ok(PveFact::Snapshots(s)) = serde_json::from_str::<PveFact>(&body) else {
+                continue;
+            };
+            if seen.insert(s.vmid)
+                && let Some(g) = node.guests.get_mut(&s.vmid)
+            {
+                g.snapshots = s.names;
+            }
+        }
         inv.nodes.insert(a.hostname.clone(), node);
     }
     Ok(inv)
@@ -1009,11 +1021,14 @@ impl Control {
     ) -> Result<PlanView, ControlError> {
         let inv = build_inventory(&self.store).await?;
         let (_, policy) = self.policy();
-        let precheck = {
-            let runs = self.runs.lock().await;
-            let e = runs.get(id).ok_or(ControlError::NotFound)?;
-            e.run.plan().precheck(step, &inv, &policy)
-        };
+        // A plan that is not active has no run here; `feed` says why.
+        let precheck = self
+            .runs
+            .lock()
+            .await
+            .get(id)
+            .map(|e| e.run.plan().precheck(step, &inv, &policy))
+            .unwrap_or_default();
         self.feed(
             id,
             Event::ExecuteRequested {

@@ -1120,6 +1120,44 @@ impl Reasoner {
         b.build().map_err(|e| e.to_string())
     }
 
+    /// The routed chat provider, when calls to it are allowed now (budget
+    /// and breaker, as [`Self::gate`] decides).
+    async fn chat_provider(&self) -> Result<Arc<dyn llm::Provider>, ChatError> {
+        let Some(provider) = self
+            .inner
+            .router
+            .as_ref()
+            .and_then(|r| r.route(TaskKind::Chat))
+        else {
+            return Err(ChatError::NoModel);
+        };
+        match self.gate(provider.name(), wingman_agent::now_ms()).await {
+            Err((reason, Some(secs))) => {
+                return Err(ChatError::Busy {
+                    retry_after_secs: secs,
+                    reason,
+                });
+            }
+            Err((reason, None)) => return Err(ChatError::Stopped(reason)),
+            Ok(()) => {}
+        }
+        Ok(provider)
+    }
+
+    /// Waits for one of the provider's call slots, then checks its breaker.
+    async fn call_slot(&self, name: &str) -> Result<tokio::sync::OwnedSemaphorePermit, ChatError> {
+        let Ok(permit) = self.permit(name).acquire_owned().await else {
+            return Err(ChatError::NoModel);
+        };
+        if let Err(ms) = self.try_breaker(name) {
+            return Err(ChatError::Busy {
+                retry_after_secs: u64::try_from(ms / 1000 + 1).unwrap_or(1),
+                reason: "circuit breaker open".into(),
+            });
+        }
+        Ok(permit)
+    }
+
     /// Asks the routed chat model for a remediation plan of `inc`, answered
     /// in [`crate::control::catalog::plan_json_schema`]. The prompt holds the
     /// incident's evidence (privacy-gated like every prompt), the catalog's
@@ -1130,25 +1168,8 @@ impl Reasoner {
         inc: &Incident,
         targets: &[String],
     ) -> Result<serde_json::Value, ChatError> {
-        let Some(provider) = self
-            .inner
-            .router
-            .as_ref()
-            .and_then(|r| r.route(TaskKind::Chat))
-        else {
-            return Err(ChatError::NoModel);
-        };
+        let provider = self.chat_provider().await?;
         let name = provider.name();
-        match self.gate(name, wingman_agent::now_ms()).await {
-            Err((reason, Some(secs))) => {
-                return Err(ChatError::Busy {
-                    retry_after_secs: secs,
-                    reason,
-                });
-            }
-            Err((reason, None)) => return Err(ChatError::Stopped(reason)),
-            Ok(()) => {}
-        }
         let mut b = PromptBuilder::new(TaskKind::Chat, &self.inner.redactor);
         for e in &inc.evidence {
             let text = format!("{}: {}", e.detector.as_str(), e.summary);
@@ -1181,16 +1202,7 @@ impl Reasoner {
         let prompt = b
             .build()
             .map_err(|e| ChatError::Stopped(format!("the privacy gate refused the prompt: {e}")))?;
-        let sem = self.permit(name);
-        let Ok(_permit) = sem.acquire_owned().await else {
-            return Err(ChatError::NoModel);
-        };
-        if let Err(ms) = self.try_breaker(name) {
-            return Err(ChatError::Busy {
-                retry_after_secs: u64::try_from(ms / 1000 + 1).unwrap_or(1),
-                reason: "circuit breaker open".into(),
-            });
-        }
+        let _permit = self.call_slot(name).await?;
         let schema = llm::OutputSchema {
             name: "remediation_plan".to_owned(),
             description: "A remediation plan of catalog actions and manual steps".to_owned(),
@@ -1209,24 +1221,7 @@ impl Reasoner {
 
     /// Asks the routed chat model; waits at most `chat_timeout_secs`.
     pub async fn ask(&self, chat_id: &str, question: &str) -> Result<ChatAnswer, ChatError> {
-        let Some(provider) = self
-            .inner
-            .router
-            .as_ref()
-            .and_then(|r| r.route(TaskKind::Chat))
-        else {
-            return Err(ChatError::NoModel);
-        };
-        match self.gate(provider.name(), wingman_agent::now_ms()).await {
-            Err((reason, Some(secs))) => {
-                return Err(ChatError::Busy {
-                    retry_after_secs: secs,
-                    reason,
-                });
-            }
-            Err((reason, None)) => return Err(ChatError::Stopped(reason)),
-            Ok(()) => {}
-        }
+        self.chat_provider().await?;
         let prompt = self
             .chat_prompt(question)
             .await
@@ -1267,16 +1262,7 @@ impl Reasoner {
             return Err(ChatError::NoModel);
         };
         let name = provider.name();
-        let sem = self.permit(name);
-        let Ok(_permit) = sem.acquire_owned().await else {
-            return Err(ChatError::NoModel);
-        };
-        if let Err(ms) = self.try_breaker(name) {
-            return Err(ChatError::Busy {
-                retry_after_secs: u64::try_from(ms / 1000 + 1).unwrap_or(1),
-                reason: "circuit breaker open".into(),
-            });
-        }
+        let _permit = self.call_slot(name).await?;
         let out = provider
             .complete(PromptRef::from(prompt), &chat_schema())
             .await;

@@ -319,11 +319,14 @@ async fn the_audit_head_an_agent_keeps_exposes_a_rewritten_chain() {
         .unwrap();
     pool.close().await;
     th.stop().await;
-    // The same hub (data dir, address) again.
-    let mut config = (*th.hub.config).clone();
-    config.quic.listen = th.quic;
+    // The same hub (data dir) again, on a fresh port the agent is told of.
+    let config = (*th.hub.config).clone();
+    let old_addr = th.quic.to_string();
     let dir_keep = std::mem::replace(&mut th.dir, tempfile::tempdir().unwrap());
     let mut th = TestHub::start_with(config, dir_keep).await;
+    let record = dir.join(wingman_agent::state::ENROLLMENT_FILE);
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace(&old_addr, &th.quic.to_string())).unwrap();
     for n in 0..4 {
         th.hub
             .audit

@@ -130,6 +130,7 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
         &key,
         &incident,
         json!({"title": "quiesce the DNS container", "steps": [
+            {"action": "pve.snapshot_create", "params": {"node": "pve1", "vmid": 101, "name": "before_quiesce"}, "why": "a way back"},
             {"action": "pve.shutdown", "params": {"node": "pve1", "vmid": 101, "timeout_s": 30}, "why": "less I/O on rpool"}
         ]}),
     )
@@ -137,24 +138,43 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     assert_eq!(s, StatusCode::CREATED, "{p}");
     let plan = p["plan"].clone();
     let pid = plan["id"].as_str().unwrap().to_owned();
-    assert_eq!(plan["steps"][0]["risk"], "medium");
-    assert_eq!(plan["steps"][0]["command"], "pct shutdown 101 --timeout 30");
+    assert_eq!(plan["steps"][0]["risk"], "low");
+    assert_eq!(plan["steps"][1]["risk"], "medium");
+    assert_eq!(plan["steps"][1]["command"], "pct shutdown 101 --timeout 30");
+    // Step 1: the snapshot, verified once the node reports it (the
+    // snapshot task makes the agent re-read the guest's snapshot list).
     let (s, e) = crate::plans::approve(&th, &key, &plan, 1, None).await;
     assert_eq!(s, StatusCode::OK, "{e}");
-    let t0 = std::time::Instant::now();
     let (s, e) = crate::plans::step(&th, &key, &pid, 1, "execute").await;
     assert_eq!(s, StatusCode::OK, "{e}");
     let done = crate::plans::wait_step(&th, &key, &pid, 1, &["verified", "failed"]).await;
+    assert_eq!(done["steps"][0]["state"], "verified", "{done}");
+    let inv = wingman_hub::plans::build_inventory(&th.hub.store)
+        .await
+        .unwrap();
+    let pve1 = &inv.nodes["pve1"];
+    assert_eq!(pve1.guests[&101].snapshots, ["before_quiesce"]);
+    assert_eq!(pve1.guests[&100].snapshots, ["before_upgrade"]);
+    // The node reported its own policy: destructive actions allowed.
+    assert_eq!(pve1.agent_allows_destructive, Some(true));
+    // Step 2: the shutdown.
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 2, None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let t0 = std::time::Instant::now();
+    let (s, e) = crate::plans::step(&th, &key, &pid, 2, "execute").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let done = crate::plans::wait_step(&th, &key, &pid, 2, &["verified", "failed"]).await;
     eprintln!(
         "pve.shutdown: execute -> verified stopped from the guest facts in {:?}",
         t0.elapsed()
     );
-    assert_eq!(done["steps"][0]["state"], "verified", "{done}");
+    assert_eq!(done["steps"][1]["state"], "verified", "{done}");
     assert_eq!(done["status"], "completed");
     let audit = th.hub.store.audit_entries(None, 0, 1000).await.unwrap();
     let executed = audit
         .iter()
-        .find(|r| r.plan_id.as_deref() == Some(pid.as_str()) && r.kind == "step_executed")
+        .filter(|r| r.plan_id.as_deref() == Some(pid.as_str()) && r.kind == "step_executed")
+        .last()
         .expect("step_executed entry");
     assert!(
         executed.detail.contains("UPID:pve1:"),

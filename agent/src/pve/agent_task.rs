@@ -108,6 +108,7 @@ pub fn spawn(
                         .map(PveFact::Backup)
                         .collect();
                     let finished = task.status.is_finished();
+                    collector.note_task(&task);
                     facts.insert(0, PveFact::Task(task));
                     if finished && let Some(c) = &client {
                         // Event-driven: a finished task changes guests and storage.

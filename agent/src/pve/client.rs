@@ -35,6 +35,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use wingman_protocol::pve::GuestKind;
 
 use super::facts::{PveProblem, PveStatus, Upid};
 use super::upid::parse_upid;
@@ -580,6 +581,25 @@ impl PveClient {
             .await
     }
 
+    /// `GET /nodes/{node}/{qemu|lxc}/{vmid}/snapshot`: snapshot names,
+    /// oldest first, without the `current` pseudo-entry.
+    pub async fn snapshots(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<String>, PveError> {
+        let mut rows: Vec<SnapshotRow> = self
+            .get_rows(
+                &format!("/nodes/{}/{}/{vmid}/snapshot", enc(node), kind.as_str()),
+                &[],
+            )
+            .await?;
+        rows.retain(|r| r.name.as_deref().is_some_and(|n| n != "current"));
+        rows.sort_by_key(|r| (r.snaptime.unwrap_or(0), r.name.clone()));
+        Ok(rows.into_iter().filter_map(|r| r.name).collect())
+    }
+
     /// `GET /cluster/status`.
     pub async fn cluster_status(&self) -> Result<Vec<ClusterStatusRow>, PveError> {
         self.get_rows("/cluster/status", &[]).await
@@ -947,6 +967,16 @@ pub struct NodeStatus {
     /// Seconds since boot.
     #[serde(default, deserialize_with = "lenient::u64_opt")]
     pub uptime: Option<u64>,
+}
+
+api_row! {
+    /// A row of `GET …/{vmid}/snapshot`.
+    pub struct SnapshotRow {
+        /// Name (`current` is the running state, not a snapshot).
+        name: String,
+        /// Creation time, Unix seconds.
+        snaptime: u64,
+    }
 }
 
 api_row! {

@@ -19,9 +19,10 @@ use super::client::{
     ClusterResource, GuestRow, HaStatusRow, PveClient, PveError, TaskQuery, ZfsDetail, ZfsVdev,
 };
 use super::facts::{
-    BackupOutcome, ClusterNode, GuestKind, HaFencing, HaLrm, HaService, PackageUpdates,
-    PveClusterStatus, PveFact, PveGuest, PveHaStatus, PveNode, PveProblem, PveStatus, PveStorage,
-    PveTask, ScrubResult, SmartDisk, SmartHealth, TaskStatus, Upid, VdevProblem, ZfsPool,
+    BackupOutcome, ClusterNode, GuestKind, GuestSnapshots, HaFencing, HaLrm, HaService,
+    PackageUpdates, PveClusterStatus, PveFact, PveGuest, PveHaStatus, PveNode, PveProblem,
+    PveStatus, PveStorage, PveTask, ScrubResult, SmartDisk, SmartHealth, TaskStatus, Upid,
+    VdevProblem, ZfsPool,
 };
 use super::tasks::{self, clean, failure_summary, parse_status, summarize_log};
 use super::upid::parse_upid;
@@ -50,6 +51,9 @@ pub struct CollectorConfig {
     pub task_lookback: Duration,
     /// Most log lines read for one `vzdump` task.
     pub max_backup_log_lines: u64,
+    /// Re-read every guest's snapshot list every this many sweeps (0: only
+    /// on the first sweep, after snapshot tasks and while a guest is locked).
+    pub snapshot_every_sweeps: u64,
 }
 
 impl CollectorConfig {
@@ -64,6 +68,7 @@ impl CollectorConfig {
             storage_window: Duration::from_secs(6 * 3600),
             task_lookback: Duration::from_secs(3600),
             max_backup_log_lines: 20_000,
+            snapshot_every_sweeps: 10,
         }
     }
 }
@@ -654,6 +659,13 @@ pub struct Collector {
     running: HashMap<String, Upid>,
     finished: Seen,
     backups: Seen,
+    /// Snapshot names last reported, per guest.
+    snapshots: HashMap<u32, Vec<String>>,
+    /// Guests whose snapshot list must be read on the next sweep.
+    snapshots_due: HashSet<u32>,
+    /// Guests seen locked on the last sweep.
+    locked: HashSet<u32>,
+    sweeps: u64,
 }
 
 enum Step<T> {
@@ -672,7 +684,77 @@ impl Collector {
             running: HashMap::new(),
             finished: Seen::default(),
             backups: Seen::default(),
+            snapshots: HashMap::new(),
+            snapshots_due: HashSet::new(),
+            locked: HashSet::new(),
+            sweeps: 0,
         }
+    }
+
+    /// A task that changes a guest's snapshots (create, delete, rollback)
+    /// makes the next sweep read that guest's snapshot list.
+    pub fn note_task(&mut self, task: &PveTask) {
+        let t = task.upid.task_type.as_str();
+        if matches!(
+            t,
+            "qmsnapshot"
+                | "vzsnapshot"
+                | "qmdelsnapshot"
+                | "vzdelsnapshot"
+                | "qmrollback"
+                | "vzrollback"
+        ) && let Ok(vmid) = task.upid.id.parse::<u32>()
+        {
+            self.snapshots_due.insert(vmid);
+        }
+    }
+
+    /// Reads the snapshot lists that are due: every guest on the first
+    /// sweep and every `snapshot_every_sweeps`, guests named by snapshot
+    /// tasks, and guests that are or just were locked. A list is reported
+    /// when it changed. A failing read is skipped (retried next time).
+    async fn sweep_snapshots(&mut self, client: &PveClient, out: &mut Vec<PveFact>) {
+        let every = self.cfg.snapshot_every_sweeps;
+        let all = self.sweeps == 1 || (every > 0 && self.sweeps.is_multiple_of(every));
+        let guests: Vec<(u32, GuestKind, bool)> = out
+            .iter()
+            .filter_map(|f| match f {
+                PveFact::Guest(g) => Some((g.vmid, g.kind, g.lock.is_some())),
+                _ => None,
+            })
+            .collect();
+        let mut locked_now = HashSet::new();
+        for (vmid, kind, locked) in guests {
+            if locked {
+                locked_now.insert(vmid);
+            }
+            let due = all
+                || locked
+                || self.locked.contains(&vmid)
+                || self.snapshots_due.contains(&vmid)
+                || !self.snapshots.contains_key(&vmid);
+            if !due {
+                continue;
+            }
+            match client.snapshots(&self.cfg.node, kind, vmid).await {
+                Ok(names) => {
+                    self.snapshots_due.remove(&vmid);
+                    if self.snapshots.get(&vmid) != Some(&names) {
+                        self.snapshots.insert(vmid, names.clone());
+                        out.push(PveFact::Snapshots(GuestSnapshots {
+                            node: self.cfg.node.clone(),
+                            vmid,
+                            kind,
+                            names,
+                        }));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(vmid, error = %e, "cannot read the snapshot list");
+                }
+            }
+        }
+        self.locked = locked_now;
     }
 
     /// Settings.
@@ -867,6 +949,9 @@ impl Collector {
                 }
             }
         }
+
+        self.sweeps += 1;
+        self.sweep_snapshots(client, &mut out).await;
 
         if let Step::Got(rows) = self.step(
             client.ha_status().await,

@@ -722,8 +722,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{node}/vzdump", post(vzdump))
         .route("/nodes/{node}/qemu/{vmid}/status/{verb}", post(power_qemu))
         .route("/nodes/{node}/lxc/{vmid}/status/{verb}", post(power_lxc))
-        .route("/nodes/{node}/qemu/{vmid}/snapshot", post(snapshot_qemu))
-        .route("/nodes/{node}/lxc/{vmid}/snapshot", post(snapshot_lxc))
+        .route(
+            "/nodes/{node}/qemu/{vmid}/snapshot",
+            get(snapshots_qemu).post(snapshot_qemu),
+        )
+        .route(
+            "/nodes/{node}/lxc/{vmid}/snapshot",
+            get(snapshots_lxc).post(snapshot_lxc),
+        )
         .route(
             "/nodes/{node}/qemu/{vmid}/snapshot/{snap}/rollback",
             post(rollback_qemu),
@@ -1333,6 +1339,47 @@ async fn power_qemu(st: S, e: Ext, Path((n, v, verb)): Path<(String, u32, String
 async fn power_lxc(st: S, e: Ext, Path((n, v, verb)): Path<(String, u32, String)>) -> Response {
     power(st, e, (n, "lxc", v, verb)).await
 }
+async fn snapshots_qemu(st: S, e: Ext, Path((n, v)): Path<(String, u32)>) -> Response {
+    snapshot_list(st, e, (n, "qemu", v)).await
+}
+async fn snapshots_lxc(st: S, e: Ext, Path((n, v)): Path<(String, u32)>) -> Response {
+    snapshot_list(st, e, (n, "lxc", v)).await
+}
+
+/// `GET …/{vmid}/snapshot`: the snapshots (with `snaptime` and `parent`)
+/// and the `current` pseudo-entry, as PVE lists them.
+async fn snapshot_list(
+    State(sh): S,
+    axum::Extension(a): Ext,
+    (node, kind, vmid): (String, &str, u32),
+) -> Response {
+    if let Err(r) = need(&a, &format!("/vms/{vmid}"), &["VM.Audit"]) {
+        return r;
+    }
+    let st = sh.lock();
+    let g = match guest_check(&st, &node, kind, vmid) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    let mut parent: Option<String> = None;
+    for (i, name) in g.snapshots.iter().enumerate() {
+        let mut row =
+            json!({"name": name, "description": "", "snaptime": 1_764_000_000 + i as i64 * 60});
+        if let Some(p) = &parent {
+            row["parent"] = json!(p);
+        }
+        rows.push(row);
+        parent = Some(name.clone());
+    }
+    let mut current = json!({"name": "current", "description": "You are here!", "running": i64::from(g.status == "running")});
+    if let Some(p) = parent {
+        current["parent"] = json!(p);
+    }
+    rows.push(current);
+    ok(Value::Array(rows))
+}
+
 async fn snapshot_qemu(st: S, e: Ext, Path((n, v)): Path<(String, u32)>, b: Bytes) -> Response {
     snapshot(st, e, (n, "qemu", v), b).await
 }

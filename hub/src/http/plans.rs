@@ -308,6 +308,68 @@ fn step_index(n: usize) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("steps are numbered from 1".into()))
 }
 
+/// A user's request on a plan, from a form or the API.
+enum PlanRequest {
+    Approve(usize, ApproveBody),
+    Execute(usize),
+    Done(usize),
+    Reject(RejectBody),
+}
+
+/// Carries out a request; the refusals are the policy's.
+async fn act(
+    state: &AppState,
+    user: &CurrentUser,
+    id: &str,
+    req: PlanRequest,
+) -> Result<PlanView, ApiError> {
+    let (c, who) = (&state.hub.control, requester(user));
+    Ok(match req {
+        PlanRequest::Approve(n, b) => {
+            let fresh = fresh_auth(user, &b.password)?;
+            c.approve(id, &who, step_index(n)?, &b.plan_hash, &b.step_hash, fresh)
+                .await?
+        }
+        PlanRequest::Execute(n) => c.execute(id, &who, step_index(n)?).await?,
+        PlanRequest::Done(n) => c.manual_done(id, &who, step_index(n)?).await?,
+        PlanRequest::Reject(b) => {
+            let step = b.step.map(step_index).transpose()?;
+            c.reject(id, &who, step, &b.reason).await?
+        }
+    })
+}
+
+/// An API request: session callers need the CSRF header.
+async fn act_api(
+    state: &AppState,
+    user: &CurrentUser,
+    headers: &HeaderMap,
+    id: &str,
+    req: PlanRequest,
+) -> Result<Json<Value>, ApiError> {
+    api_csrf(user, headers)?;
+    Ok(Json(json!({ "plan": act(state, user, id, req).await? })))
+}
+
+/// A dashboard form: the CSRF token, then back to the incident page (or
+/// the error page with the reason).
+async fn act_form(
+    state: &AppState,
+    user: Result<CurrentUser, ApiError>,
+    csrf: &str,
+    id: &str,
+    req: PlanRequest,
+) -> Result<Response, ApiError> {
+    let user = match form_user(user, csrf)? {
+        Ok(u) => u,
+        Err(r) => return Ok(r),
+    };
+    match act(state, &user, id, req).await {
+        Ok(v) => Ok(back_to(&v)),
+        Err(e) => form_error(state, e),
+    }
+}
+
 /// `POST /api/v1/plans/{id}/steps/{n}/approve`.
 pub(super) async fn approve_api(
     State(state): State<AppState>,
@@ -316,21 +378,7 @@ pub(super) async fn approve_api(
     Path((id, n)): Path<(String, usize)>,
     Json(b): Json<ApproveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    api_csrf(&user, &headers)?;
-    let fresh = fresh_auth(&user, &b.password)?;
-    let v = state
-        .hub
-        .control
-        .approve(
-            &id,
-            &requester(&user),
-            step_index(n)?,
-            &b.plan_hash,
-            &b.step_hash,
-            fresh,
-        )
-        .await?;
-    Ok(Json(json!({ "plan": v })))
+    act_api(&state, &user, &headers, &id, PlanRequest::Approve(n, b)).await
 }
 
 /// `POST /api/v1/plans/{id}/steps/{n}/execute`.
@@ -340,13 +388,7 @@ pub(super) async fn execute_api(
     headers: HeaderMap,
     Path((id, n)): Path<(String, usize)>,
 ) -> Result<Json<Value>, ApiError> {
-    api_csrf(&user, &headers)?;
-    let v = state
-        .hub
-        .control
-        .execute(&id, &requester(&user), step_index(n)?)
-        .await?;
-    Ok(Json(json!({ "plan": v })))
+    act_api(&state, &user, &headers, &id, PlanRequest::Execute(n)).await
 }
 
 /// `POST /api/v1/plans/{id}/steps/{n}/done`.
@@ -356,13 +398,7 @@ pub(super) async fn done_api(
     headers: HeaderMap,
     Path((id, n)): Path<(String, usize)>,
 ) -> Result<Json<Value>, ApiError> {
-    api_csrf(&user, &headers)?;
-    let v = state
-        .hub
-        .control
-        .manual_done(&id, &requester(&user), step_index(n)?)
-        .await?;
-    Ok(Json(json!({ "plan": v })))
+    act_api(&state, &user, &headers, &id, PlanRequest::Done(n)).await
 }
 
 /// `POST /api/v1/plans/{id}/reject`.
@@ -373,14 +409,7 @@ pub(super) async fn reject_api(
     Path(id): Path<String>,
     Json(b): Json<RejectBody>,
 ) -> Result<Json<Value>, ApiError> {
-    api_csrf(&user, &headers)?;
-    let step = b.step.map(step_index).transpose()?;
-    let v = state
-        .hub
-        .control
-        .reject(&id, &requester(&user), step, &b.reason)
-        .await?;
-    Ok(Json(json!({ "plan": v })))
+    act_api(&state, &user, &headers, &id, PlanRequest::Reject(b)).await
 }
 
 // --- dashboard forms -------------------------------------------------------
@@ -476,29 +505,8 @@ pub(super) async fn approve_form(
     Path((id, n)): Path<(String, usize)>,
     axum::Form(b): axum::Form<ApproveBody>,
 ) -> Result<Response, ApiError> {
-    let user = match form_user(user, &b.csrf)? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
-    let r = async {
-        let fresh = fresh_auth(&user, &b.password)?;
-        Ok::<_, ApiError>(
-            state
-                .hub
-                .control
-                .approve(
-                    &id,
-                    &requester(&user),
-                    step_index(n)?,
-                    &b.plan_hash,
-                    &b.step_hash,
-                    fresh,
-                )
-                .await?,
-        )
-    }
-    .await;
-    r.map_or_else(|e| form_error(&state, e), |v| Ok(back_to(&v)))
+    let csrf = b.csrf.clone();
+    act_form(&state, user, &csrf, &id, PlanRequest::Approve(n, b)).await
 }
 
 /// `POST /plans/{id}/steps/{n}/execute`.
@@ -508,21 +516,7 @@ pub(super) async fn execute_form(
     Path((id, n)): Path<(String, usize)>,
     axum::Form(f): axum::Form<StepForm>,
 ) -> Result<Response, ApiError> {
-    let user = match form_user(user, &f.csrf)? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
-    let r = async {
-        Ok::<_, ApiError>(
-            state
-                .hub
-                .control
-                .execute(&id, &requester(&user), step_index(n)?)
-                .await?,
-        )
-    }
-    .await;
-    r.map_or_else(|e| form_error(&state, e), |v| Ok(back_to(&v)))
+    act_form(&state, user, &f.csrf, &id, PlanRequest::Execute(n)).await
 }
 
 /// `POST /plans/{id}/steps/{n}/done`.
@@ -532,21 +526,7 @@ pub(super) async fn done_form(
     Path((id, n)): Path<(String, usize)>,
     axum::Form(f): axum::Form<StepForm>,
 ) -> Result<Response, ApiError> {
-    let user = match form_user(user, &f.csrf)? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
-    let r = async {
-        Ok::<_, ApiError>(
-            state
-                .hub
-                .control
-                .manual_done(&id, &requester(&user), step_index(n)?)
-                .await?,
-        )
-    }
-    .await;
-    r.map_or_else(|e| form_error(&state, e), |v| Ok(back_to(&v)))
+    act_form(&state, user, &f.csrf, &id, PlanRequest::Done(n)).await
 }
 
 /// `POST /plans/{id}/reject`.
@@ -556,22 +536,8 @@ pub(super) async fn reject_form(
     Path(id): Path<String>,
     axum::Form(b): axum::Form<RejectBody>,
 ) -> Result<Response, ApiError> {
-    let user = match form_user(user, &b.csrf)? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
-    let r = async {
-        let step = b.step.map(step_index).transpose()?;
-        Ok::<_, ApiError>(
-            state
-                .hub
-                .control
-                .reject(&id, &requester(&user), step, &b.reason)
-                .await?,
-        )
-    }
-    .await;
-    r.map_or_else(|e| form_error(&state, e), |v| Ok(back_to(&v)))
+    let csrf = b.csrf.clone();
+    act_form(&state, user, &csrf, &id, PlanRequest::Reject(b)).await
 }
 
 // --- policy ----------------------------------------------------------------

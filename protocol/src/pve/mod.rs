@@ -41,6 +41,22 @@ pub enum PveFact {
     /// An event pushed by the PVE notification system (webhook target),
     /// received by the hub.
     Notification(PveNotification),
+    /// A guest's snapshot names (`GET …/{vmid}/snapshot`), sent when they
+    /// change: after snapshot tasks, and on a slow periodic refresh.
+    Snapshots(GuestSnapshots),
+}
+
+/// The snapshots of one guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestSnapshots {
+    /// Node.
+    pub node: String,
+    /// Guest id.
+    pub vmid: u32,
+    /// VM or container.
+    pub kind: GuestKind,
+    /// Snapshot names, oldest first (without PVE's `current` pseudo-entry).
+    pub names: Vec<String>,
 }
 
 impl PveFact {
@@ -60,6 +76,7 @@ impl PveFact {
             Self::Status(_) => "pve_status",
             Self::Action(_) => "action_result",
             Self::Notification(_) => "pve_notification",
+            Self::Snapshots(_) => "pve_snapshots",
         }
     }
 }
