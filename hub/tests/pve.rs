@@ -173,8 +173,7 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     let audit = th.hub.store.audit_entries(None, 0, 1000).await.unwrap();
     let executed = audit
         .iter()
-        .filter(|r| r.plan_id.as_deref() == Some(pid.as_str()) && r.kind == "step_executed")
-        .last()
+        .rfind(|r| r.plan_id.as_deref() == Some(pid.as_str()) && r.kind == "step_executed")
         .expect("step_executed entry");
     assert!(
         executed.detail.contains("UPID:pve1:"),
