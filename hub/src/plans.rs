@@ -824,12 +824,7 @@ impl Control {
         let inv = build_inventory(&self.store).await?;
         let mut runs = self.runs.lock().await;
         for e in runs.values_mut() {
-            let Ok(revalidated) =
-                plan::validate(&e.run.plan().plan, &Catalog::builtin(), &inv, &policy)
-            else {
-                continue;
-            };
-            if let Some(rec) = e.run.set_policy(policy.clone(), revalidated) {
+            if let Some(rec) = e.run.set_policy(policy.clone(), &inv) {
                 let _ = self
                     .audit
                     .record_plan(
@@ -1437,6 +1432,28 @@ mod tests {
         // No subject node: no action can be targeted.
         let p = plan_from_skill(&skill(2, BODY), "p3", "inc-1", &PlanSubject::default());
         assert!(p.steps.iter().all(|s| matches!(s, Step::Manual { .. })));
+        // The built-in library: a Tier 2 skill's `qm start VMID` step becomes
+        // `pve.start` on the incident's guest.
+        let lib = crate::skills::load_all(std::path::Path::new("/nonexistent"));
+        let oom = lib
+            .skills
+            .iter()
+            .find(|s| s.id == "node-oom-kills")
+            .unwrap();
+        let pve = PlanSubject {
+            node: Some("pve1".into()),
+            container: None,
+            vmid: Some(104),
+        };
+        let p = plan_from_skill(oom, "p5", "inc-1", &pve);
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::Action { action, params, .. }
+                if action == "pve.start" && params["vmid"] == 104 && params["node"] == "pve1")),
+            "{:#?}",
+            p.steps
+        );
         // A skill without steps still gives a plan (one manual step).
         let p = plan_from_skill(&skill(2, "# T\n\nno steps"), "p4", "inc-1", &subject);
         assert_eq!(p.steps.len(), 1);

@@ -157,7 +157,28 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
     assert_eq!(pve1.guests[&100].snapshots, ["before_upgrade"]);
     // The node reported its own policy: destructive actions allowed.
     assert_eq!(pve1.agent_allows_destructive, Some(true));
-    // Step 2: the shutdown.
+    // Step 2: the shutdown. An approval given before the policy changed is
+    // void: executing needs a new one.
+    let (s, e) = crate::plans::approve(&th, &key, &plan, 2, None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::set_policy(
+        &th,
+        &key,
+        json!({"mode": "assist", "approval_ttl_s": 600, "destructive_opt_in": ["pve.stop on node:pve1"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = crate::plans::step(&th, &key, &pid, 2, "execute").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no valid approval"),
+        "{e}"
+    );
+    assert!(
+        crate::plans::plan_audit(&th, &pid)
+            .await
+            .contains(&"approvals_invalidated".to_string())
+    );
     let (s, e) = crate::plans::approve(&th, &key, &plan, 2, None).await;
     assert_eq!(s, StatusCode::OK, "{e}");
     let t0 = std::time::Instant::now();

@@ -480,20 +480,21 @@ impl PlanRun {
         &self.config
     }
 
-    /// The hub policy changed: the run applies `config` from now on, with
-    /// the plan re-validated under it (`revalidated` must be the same plan:
-    /// same hash, else nothing changes). Pending approvals are void (they were
-    /// given under the old rules); returns the audit record when any were.
-    pub fn set_policy(
-        &mut self,
-        config: PolicyConfig,
-        revalidated: ValidatedPlan,
-    ) -> Option<AuditRecord> {
-        if revalidated.plan_hash != self.plan.plan_hash || self.status != RunStatus::Active {
+    /// The hub policy changed: the run applies `config` from now on. Each
+    /// step's policy refusal is recomputed against `inv` (the plan itself,
+    /// and so its hashes, do not change), and pending approvals are void:
+    /// they were given under the old rules. Returns the audit record when
+    /// any were dropped.
+    pub fn set_policy(&mut self, config: PolicyConfig, inv: &Inventory) -> Option<AuditRecord> {
+        if self.status != RunStatus::Active {
             return None;
         }
+        for s in &mut self.plan.steps {
+            if let Some(call) = &s.call {
+                s.refused = config.refusal(call, inv);
+            }
+        }
         self.config = config;
-        self.plan = revalidated;
         let dropped = self.approvals.len();
         self.approvals.clear();
         (dropped > 0).then(|| AuditRecord {

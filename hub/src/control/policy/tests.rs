@@ -1146,3 +1146,60 @@ fn mode_risk_opt_in_matrix() {
     }
     assert_eq!(cases, 48);
 }
+
+/// A policy change applies to a running plan: approvals given under the old
+/// rules are void, refusals are recomputed (a new deny rule refuses the
+/// step; switching to Guide stops execution), and the plan hash stays.
+#[test]
+fn a_policy_change_voids_approvals_and_recomputes_refusals() {
+    let mut run = assist(shutdown_start());
+    let hash = run.plan().plan_hash.clone();
+    check(
+        &mut run,
+        vec![(0, Ev::Approve("alice", "admin", 0, false), vec![])],
+    );
+    assert_eq!(run.approvals().len(), 1);
+    let mut cfg = run.config().clone();
+    cfg.deny.push(DenyRule {
+        scope: Scope::Guest {
+            node: "pve1".into(),
+            vmid: 101,
+        },
+        min_risk: RiskClass::Medium,
+        reason: "change freeze".into(),
+    });
+    let rec = run.set_policy(cfg, &inv()).expect("audit record");
+    assert_eq!(rec.kind, AuditKind::ApprovalsInvalidated);
+    assert!(run.approvals().is_empty());
+    assert_eq!(run.plan().plan_hash, hash);
+    assert!(
+        run.plan().steps[0].refused.is_none(),
+        "read-only stays allowed"
+    );
+    assert!(
+        run.plan().steps[1]
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("change freeze")
+    );
+    check(
+        &mut run,
+        vec![(
+            1,
+            Ev::Exec("admin", 0),
+            vec!["refused: the step has no valid approval"],
+        )],
+    );
+    let mut guide = run.config().clone();
+    guide.mode = Mode::Guide;
+    assert!(run.set_policy(guide, &inv()).is_none(), "nothing to void");
+    check(
+        &mut run,
+        vec![(
+            2,
+            Ev::Approve("alice", "admin", 0, false),
+            vec!["~refused: Guide mode"],
+        )],
+    );
+}
