@@ -44,6 +44,8 @@ pub enum Admitted {
     Docker(wingman_protocol::docker::DockerAction),
     /// A Proxmox VE guest action.
     Pve(wingman_protocol::pve::PveAction),
+    /// A read-only diagnostic.
+    Diagnose(wingman_protocol::Diagnostic),
 }
 
 /// Signed-command and audit-head checks for one agent process.
@@ -130,6 +132,7 @@ impl Guard {
         match body {
             CommandBody::Docker(a) => Ok(Admitted::Docker(a)),
             CommandBody::Pve(a) => Ok(Admitted::Pve(a)),
+            CommandBody::Diagnose(d) => Ok(Admitted::Diagnose(d)),
             CommandBody::Ping => Err("refused: a signed command must be an action".into()),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod command_sig;
 pub mod config;
+pub mod diagnose;
 pub mod docker;
 pub mod enroll;
 pub mod facts;

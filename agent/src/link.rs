@@ -629,7 +629,7 @@ impl Agent {
                                 let result = CommandResult { id: cmd.id, ok: true, detail: "pong".into() };
                                 send(&mut tx, &AgentMessage::CommandResult(result)).await.map_err(lost)?;
                             }
-                            CommandBody::Docker(_) | CommandBody::Pve(_) => {
+                            CommandBody::Docker(_) | CommandBody::Pve(_) | CommandBody::Diagnose(_) => {
                                 // Actions run only from a signed, approved plan step.
                                 warn!(id = cmd.id, "refused an unsigned action command");
                                 let outcome = refused_outcome(cmd.id, "refused: actions must be signed by the hub (an approved plan step); unsigned action commands are not executed".into());
@@ -642,6 +642,10 @@ impl Agent {
                                 Ok(crate::guard::Admitted::Docker(action)) => {
                                     info!(id = cmd.id, action = action.name(), "signed container action admitted");
                                     self.spawn_docker_action(cmd.id, action);
+                                }
+                                Ok(crate::guard::Admitted::Diagnose(d)) => {
+                                    info!(id = cmd.id, "signed diagnostic admitted");
+                                    self.spawn_diagnostic(cmd.id, d);
                                 }
                                 Ok(crate::guard::Admitted::Pve(action)) => {
                                     info!(id = cmd.id, action = action.name(), "signed Proxmox action admitted");
@@ -908,6 +912,19 @@ impl Agent {
         });
     }
 
+    /// Runs a read-only diagnostic off the event loop.
+    fn spawn_diagnostic(&self, id: u64, d: wingman_protocol::Diagnostic) {
+        let cfg = self.config.clone();
+        let kind = self.kind;
+        let tx = self.action_tx.clone();
+        tokio::spawn(async move {
+            let result = crate::diagnose::run(&cfg, kind, &d).await;
+            let _ = tx
+                .send(ActionDone::Docker(ActionOutcome { id, result }))
+                .await;
+        });
+    }
+
     /// Runs a Proxmox VE guest action under the node's `[proxmox.policy]`.
     fn spawn_pve_action(&self, id: u64, action: wingman_protocol::pve::PveAction) {
         let cfg = self.config.proxmox.clone();
@@ -965,6 +982,22 @@ fn pve_command_result(id: u64, r: &wingman_protocol::pve::ActionResult) -> Comma
     CommandResult { id, ok, detail }
 }
 
+/// A client of the local Proxmox VE API from `[proxmox]`, or why not.
+pub fn pve_client(cfg: &crate::config::ProxmoxSection) -> Result<crate::pve::PveClient, String> {
+    let (Some(token_id), Some(secret), Some(fp)) = (
+        cfg.token_id.as_deref(),
+        cfg.token_secret.as_ref(),
+        cfg.fingerprint
+            .as_deref()
+            .and_then(|f| crate::pve::client::parse_fingerprint(f).ok()),
+    ) else {
+        return Err("the Proxmox API is not configured: set [proxmox] token_id, token_secret and fingerprint".into());
+    };
+    let mut c = crate::pve::PveClientConfig::new(token_id, secret.expose(), fp);
+    c.base_url = cfg.base_url.clone();
+    crate::pve::PveClient::new(&c).map_err(|e| e.to_string())
+}
+
 /// Executes `action` through the local API, or explains why it cannot.
 async fn run_pve_action(
     cfg: &crate::config::ProxmoxSection,
@@ -991,21 +1024,7 @@ async fn run_pve_action(
             "the Proxmox VE integration is not active on this node".into(),
         );
     }
-    let (Some(token_id), Some(secret), Some(fp)) = (
-        cfg.token_id.as_deref(),
-        cfg.token_secret.as_ref(),
-        cfg.fingerprint
-            .as_deref()
-            .and_then(|f| crate::pve::client::parse_fingerprint(f).ok()),
-    ) else {
-        return refuse(
-            O::RequestFailed,
-            "the Proxmox API is not configured: set [proxmox] token_id, token_secret and fingerprint".into(),
-        );
-    };
-    let mut c = crate::pve::PveClientConfig::new(token_id, secret.expose(), fp);
-    c.base_url = cfg.base_url.clone();
-    let mut result = match crate::pve::PveClient::new(&c) {
+    let mut result = match pve_client(cfg) {
         Ok(client) => {
             crate::pve::execute(
                 &client,
@@ -1015,7 +1034,7 @@ async fn run_pve_action(
             )
             .await
         }
-        Err(e) => refuse(O::RequestFailed, e.to_string()),
+        Err(e) => refuse(O::RequestFailed, e),
     };
     // The message can come from a task log: redact before it leaves.
     let redactor = wingman_protocol::logs::Redactor::new(&Default::default());

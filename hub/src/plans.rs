@@ -544,9 +544,10 @@ pub struct StepView {
     pub rollback: Option<String>,
     /// The verification, one line.
     pub verification: Option<String>,
-    /// The agents can execute it (container and guest actions; read-only
-    /// diagnostics are run by hand from the command shown).
+    /// The agents can execute it (every catalog action).
     pub executable: bool,
+    /// What the agent answered (a diagnostic's summary, an action's outcome).
+    pub result: Option<String>,
 }
 
 /// A plan as pages and the API show it.
@@ -597,11 +598,29 @@ fn source_str(s: PlanSource) -> &'static str {
 
 /// What an agent executes for a call: container and guest actions.
 fn command_body(call: &ActionCall) -> Option<CommandBody> {
-    match call {
-        ActionCall::Docker { action, .. } => Some(CommandBody::Docker(action.clone())),
-        ActionCall::Pve(a) => Some(CommandBody::Pve(a.clone())),
-        _ => None,
-    }
+    use wingman_protocol::Diagnostic as D;
+    Some(match call {
+        ActionCall::Docker { action, .. } => CommandBody::Docker(action.clone()),
+        ActionCall::Pve(a) => CommandBody::Pve(a.clone()),
+        ActionCall::DockerInspect { container, .. } => CommandBody::Diagnose(D::DockerInspect {
+            container: container.clone(),
+        }),
+        ActionCall::DockerLogsSummary {
+            container, since_s, ..
+        } => CommandBody::Diagnose(D::DockerLogs {
+            container: container.clone(),
+            since_s: *since_s,
+        }),
+        ActionCall::PveTaskLog { upid, .. } => {
+            CommandBody::Diagnose(D::PveTaskLog { upid: upid.clone() })
+        }
+        ActionCall::PveGuestConfig { guest } => CommandBody::Diagnose(D::PveGuestConfig {
+            guest: guest.clone(),
+        }),
+        ActionCall::UnitStatus { unit, .. } => {
+            CommandBody::Diagnose(D::UnitStatus { unit: unit.clone() })
+        }
+    })
 }
 
 /// Builds the view of a run.
@@ -645,6 +664,7 @@ pub fn view(row: &PlanRow, run: &PlanRun) -> PlanView {
                 rollback: s.rollback.as_ref().map(|r| r.text.clone()),
                 verification: s.call.as_ref().map(|c| c.spec().verification.to_owned()),
                 executable: s.call.as_ref().is_some_and(|c| command_body(c).is_some()),
+                result: run.results().get(&s.index).cloned(),
             }
         })
         .collect();
@@ -1160,10 +1180,7 @@ impl Control {
             return Ok((
                 false,
                 true,
-                format!(
-                    "{} is a read-only diagnostic the agents do not run; run the command shown and mark the step done",
-                    req.call.spec().name
-                ),
+                format!("{} cannot be sent to an agent", req.call.spec().name),
             ));
         };
         let agents = self.store.list_agents().await.map_err(|e| e.to_string())?;

@@ -367,6 +367,42 @@ async fn containers_events_logs_and_actions_through_the_hub() {
         ]
     );
 
+    // Read-only diagnostics of the chatty container: its state, and its
+    // recent logs as templates with counts (no raw line leaves the node).
+    let (s, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        serde_json::json!({"title": "look at chatty", "steps": [
+            {"action": "docker.inspect", "params": {"node": node, "container": chatty}},
+            {"action": "docker.logs_summary", "params": {"node": node, "container": chatty, "since_s": 600}}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let diag = plan["id"].as_str().unwrap().to_owned();
+    for n in 1..=2 {
+        let (s, e) = crate::plans::approve(&th, &key, &plan, n, None).await;
+        assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+        let (s, e) = crate::plans::step(&th, &key, &diag, n, "execute").await;
+        assert_eq!(s, reqwest::StatusCode::OK, "{e}");
+        crate::plans::wait_step(&th, &key, &diag, n, &["verified", "failed"]).await;
+    }
+    let done = crate::plans::get_plan(&th, &key, &diag).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let state = done["steps"][0]["result"].as_str().unwrap();
+    assert!(
+        state.contains("state=running") && state.contains("restarts="),
+        "{state}"
+    );
+    let logs = done["steps"][1]["result"].as_str().unwrap();
+    assert!(logs.contains("served in") && logs.contains(" × "), "{logs}");
+    assert!(
+        !logs.contains("10.1.2."),
+        "raw values left the node: {logs}"
+    );
+
     // Removing is destructive: the hub allows it here (its opt-in, the
     // node reports destructive actions allowed, the password is given), but
     // the node's own policy never touches `web`: refused there, nothing runs.

@@ -206,6 +206,44 @@ async fn pve_node_facts_actions_incidents_and_cluster_view() {
         "{}",
         executed.detail
     );
+    // Read-only diagnostics run on the node too: the guest's configuration
+    // (secrets redacted) and the shutdown task's log (templates and counts).
+    let upid = executed
+        .detail
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '"')
+        .find(|w| w.starts_with("UPID:"))
+        .expect("upid")
+        .to_owned();
+    let (s, p) = crate::plans::propose(
+        &th,
+        &key,
+        &incident,
+        json!({"title": "look closer", "steps": [
+            {"action": "pve.guest_config", "params": {"node": "pve1", "vmid": 101}},
+            {"action": "pve.task_log", "params": {"node": "pve1", "upid": upid}}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let plan = p["plan"].clone();
+    let diag = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["steps"][0]["risk"], "read_only");
+    for n in 1..=2 {
+        let (s, e) = crate::plans::approve(&th, &key, &plan, n, None).await;
+        assert_eq!(s, StatusCode::OK, "{e}");
+        let (s, e) = crate::plans::step(&th, &key, &diag, n, "execute").await;
+        assert_eq!(s, StatusCode::OK, "{e}");
+        crate::plans::wait_step(&th, &key, &diag, n, &["verified", "failed"]).await;
+    }
+    let done = crate::plans::get_plan(&th, &key, &diag).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let config = done["steps"][0]["result"].as_str().unwrap();
+    assert!(config.contains("hostname=dns"), "{config}");
+    assert!(config.contains("password=<redacted>"), "{config}");
+    assert!(!config.contains("s3cret-root-pw"), "{config}");
+    let log = done["steps"][1]["result"].as_str().unwrap();
+    assert!(log.contains(" lines, ") && log.contains(" × "), "{log}");
+
     // ... and the full result is a stored fact.
     eventually(Duration::from_secs(10), "action result fact", || {
         let th = &th;

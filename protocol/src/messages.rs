@@ -94,6 +94,42 @@ pub enum CommandBody {
     /// runs. The agent answers with a `PveFact::Action` fact and a
     /// `CommandResult`.
     Pve(crate::pve::PveAction),
+    /// A read-only diagnostic of an approved plan step; the agent answers
+    /// with a summary (states and counts, log lines as masked templates with
+    /// counts, secrets redacted), never raw lines.
+    Diagnose(Diagnostic),
+}
+
+/// A read-only diagnostic. Variants are only appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Diagnostic {
+    /// A container's state, health, restarts, exit code and limits.
+    DockerInspect {
+        /// Name or id.
+        container: String,
+    },
+    /// A container's recent log lines as templates with counts.
+    DockerLogs {
+        /// Name or id.
+        container: String,
+        /// How far back, seconds.
+        since_s: u32,
+    },
+    /// A Proxmox VE task's log as templates with counts.
+    PveTaskLog {
+        /// The task id.
+        upid: String,
+    },
+    /// A guest's configuration keys (values redacted where secret).
+    PveGuestConfig {
+        /// The guest.
+        guest: crate::pve::GuestRef,
+    },
+    /// A systemd unit's state.
+    UnitStatus {
+        /// The unit name.
+        unit: String,
+    },
 }
 
 /// A hub-to-agent command.

@@ -722,6 +722,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{node}/vzdump", post(vzdump))
         .route("/nodes/{node}/qemu/{vmid}/status/{verb}", post(power_qemu))
         .route("/nodes/{node}/lxc/{vmid}/status/{verb}", post(power_lxc))
+        .route("/nodes/{node}/qemu/{vmid}/config", get(config_qemu))
+        .route("/nodes/{node}/lxc/{vmid}/config", get(config_lxc))
         .route(
             "/nodes/{node}/qemu/{vmid}/snapshot",
             get(snapshots_qemu).post(snapshot_qemu),
@@ -1339,6 +1341,47 @@ async fn power_qemu(st: S, e: Ext, Path((n, v, verb)): Path<(String, u32, String
 async fn power_lxc(st: S, e: Ext, Path((n, v, verb)): Path<(String, u32, String)>) -> Response {
     power(st, e, (n, "lxc", v, verb)).await
 }
+async fn config_qemu(st: S, e: Ext, Path((n, v)): Path<(String, u32)>) -> Response {
+    guest_config(st, e, (n, "qemu", v)).await
+}
+async fn config_lxc(st: S, e: Ext, Path((n, v)): Path<(String, u32)>) -> Response {
+    guest_config(st, e, (n, "lxc", v)).await
+}
+
+/// `GET …/{vmid}/config`: the current configuration, as PVE returns it
+/// (with a `digest`; containers here carry a cloud-init-like password to
+/// show it is redacted by the agent).
+async fn guest_config(
+    State(sh): S,
+    axum::Extension(a): Ext,
+    (node, kind, vmid): (String, &str, u32),
+) -> Response {
+    if let Err(r) = need(&a, &format!("/vms/{vmid}"), &["VM.Audit"]) {
+        return r;
+    }
+    let st = sh.lock();
+    let g = match guest_check(&st, &node, kind, vmid) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let mut cfg = json!({
+        "digest": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
+        "memory": g.maxmem / (1024 * 1024),
+        "tags": g.tags,
+        "onboot": 1,
+    });
+    if kind == "lxc" {
+        cfg["hostname"] = json!(g.name);
+        cfg["net0"] = json!("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:01,ip=dhcp");
+        cfg["password"] = json!("s3cret-root-pw");
+    } else {
+        cfg["name"] = json!(g.name);
+        cfg["net0"] = json!("virtio=BC:24:11:00:00:01,bridge=vmbr0");
+        cfg["cipassword"] = json!("hunter2hunter2");
+    }
+    ok(cfg)
+}
+
 async fn snapshots_qemu(st: S, e: Ext, Path((n, v)): Path<(String, u32)>) -> Response {
     snapshot_list(st, e, (n, "qemu", v)).await
 }

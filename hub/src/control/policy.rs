@@ -455,6 +455,9 @@ pub struct PlanRun {
     approvals: BTreeMap<usize, Approval>,
     consumed: BTreeSet<String>,
     status: RunStatus,
+    /// What the agent answered per step (diagnostic summaries, outcomes).
+    #[serde(default)]
+    results: BTreeMap<usize, String>,
 }
 
 fn user_actor(user: &str) -> String {
@@ -472,6 +475,7 @@ impl PlanRun {
             approvals: BTreeMap::new(),
             consumed: BTreeSet::new(),
             status: RunStatus::Active,
+            results: BTreeMap::new(),
         }
     }
 
@@ -516,6 +520,11 @@ impl PlanRun {
     /// Step states.
     pub fn steps(&self) -> &[StepState] {
         &self.steps
+    }
+
+    /// What the agent answered per step.
+    pub fn results(&self) -> &BTreeMap<usize, String> {
+        &self.results
     }
 
     /// Current approvals by step.
@@ -986,6 +995,8 @@ impl PlanRun {
             AuditKind::StepExecuted,
             json!({"step": step_index, "ok": ok, "refused": refused, "detail": detail, "upid": upid}),
         );
+        self.results
+            .insert(step_index, detail.chars().take(4_000).collect());
         if refused {
             let reason = format!("refused by the agent on {node}: {detail}");
             out.push(Action::Refused {
