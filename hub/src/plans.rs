@@ -577,13 +577,21 @@ pub struct PlanView {
     pub created_at: i64,
     /// Steps.
     pub steps: Vec<StepView>,
+    /// The steps in the operator plan format, to revise them.
+    pub steps_json: String,
 }
 
 fn status_str(s: &RunStatus) -> (&'static str, Option<String>) {
     match s {
         RunStatus::Active => ("active", None),
         RunStatus::Stopped(r) => ("stopped", Some(r.clone())),
-        RunStatus::Superseded(h) => ("superseded", Some(format!("replaced by plan {h}"))),
+        RunStatus::Superseded(h) => (
+            "superseded",
+            Some(format!(
+                "edited: replaced by a new version (plan hash {}); its approvals are void",
+                h.get(..12).unwrap_or(h)
+            )),
+        ),
         RunStatus::Completed => ("completed", None),
     }
 }
@@ -621,6 +629,27 @@ fn command_body(call: &ActionCall) -> Option<CommandBody> {
             CommandBody::Diagnose(D::UnitStatus { unit: unit.clone() })
         }
     })
+}
+
+/// A plan in the operator format (`{"title", "steps": [...]}`).
+pub fn operator_json(plan: &Plan) -> String {
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Action {
+                action,
+                params,
+                why,
+            } => json!({"action": action, "params": params, "why": why}),
+            Step::Manual {
+                text,
+                node,
+                command,
+            } => json!({"manual": text, "node": node, "command": command}),
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({"title": plan.title, "steps": steps})).unwrap_or_default()
 }
 
 /// Builds the view of a run.
@@ -684,6 +713,7 @@ pub fn view(row: &PlanRow, run: &PlanRun) -> PlanView {
         created_by: row.created_by.clone(),
         created_at: row.created_at,
         steps,
+        steps_json: operator_json(&vp.plan),
     }
 }
 
@@ -947,6 +977,55 @@ impl Control {
         info!(plan = %plan.id, incident = %plan.incident_id, steps = plan.steps.len(), "plan created");
         self.runs.lock().await.insert(plan.id.clone(), entry);
         Ok(v)
+    }
+
+    /// Revises an active plan: the new version (`title`, `steps`) is
+    /// validated and stored as a new plan; the old run is superseded, which
+    /// voids every approval given for it (they were bound to its hashes).
+    pub async fn revise(
+        self: &Arc<Self>,
+        id: &str,
+        title: Option<String>,
+        steps: Vec<Step>,
+        by: &str,
+    ) -> Result<PlanView, ControlError> {
+        let old = {
+            let runs = self.runs.lock().await;
+            match runs.get(id) {
+                Some(e) => e.run.plan().plan.clone(),
+                None => {
+                    drop(runs);
+                    let v = self.get(id).await?;
+                    return Err(ControlError::Refused(format!(
+                        "only an active plan can be revised; this one is {}",
+                        v.status
+                    )));
+                }
+            }
+        };
+        let new = Plan {
+            id: format!("plan-{}", uuid::Uuid::now_v7().simple()),
+            incident_id: old.incident_id.clone(),
+            skill_id: old.skill_id.clone(),
+            source: PlanSource::Operator,
+            title: title.unwrap_or_else(|| old.title.clone()),
+            steps,
+        };
+        if new.title == old.title && new.steps == old.steps {
+            return Err(ControlError::BadRequest(
+                "the revision changes nothing".into(),
+            ));
+        }
+        let view = self.create(new, by).await?;
+        let _ = self
+            .feed(
+                id,
+                Event::PlanEdited {
+                    new_plan_hash: view.plan_hash.clone(),
+                },
+            )
+            .await;
+        Ok(view)
     }
 
     /// One plan's view (active plans from memory, others from the store).

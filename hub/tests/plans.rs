@@ -493,6 +493,91 @@ async fn plan_requests_are_checked_at_the_http_edge() {
     let (s, e) = approve(&th, &key, &p["plan"], 1, None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert!(e["error"].as_str().unwrap().contains("manual step"), "{e}");
+
+    // A changed plan voids its approvals. The node is back online; approve
+    // a read-only step, then revise the plan.
+    let mut agent = TestAgent::start(&dir);
+    eventually(Duration::from_secs(10), "node online again", || {
+        let th = &th;
+        async move {
+            let a = th.hub.store.list_agents().await.ok()?;
+            a.first()?.online.then_some(())
+        }
+    })
+    .await;
+    let (s, p) = propose(
+        &th,
+        &key,
+        &incident,
+        json!({"title": "check ssh", "steps": [
+            {"action": "host.unit_status", "params": {"node": node, "unit": "ssh.service"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let v1 = p["plan"].clone();
+    let v1_id = v1["id"].as_str().unwrap().to_owned();
+    let (s, e) = approve(&th, &key, &v1, 1, None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(
+        get_plan(&th, &key, &v1_id).await["steps"][0]["approved_by"],
+        "admin"
+    );
+    let r = http_client()
+        .post(th.url(&format!("/api/v1/plans/{v1_id}/revise")))
+        .bearer_auth(&key)
+        .json(&json!({"steps": [
+            {"action": "host.unit_status", "params": {"node": node, "unit": "sshd.service"}}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v2: Value = r.json().await.unwrap();
+    let v2 = v2["plan"].clone();
+    let v2_id = v2["id"].as_str().unwrap().to_owned();
+    assert_ne!(v2["plan_hash"], v1["plan_hash"]);
+    assert!(v2["steps"][0]["approved_by"].is_null());
+    let old = get_plan(&th, &key, &v1_id).await;
+    assert_eq!(old["status"], "superseded", "{old}");
+    assert!(old["steps"][0]["approved_by"].is_null(), "{old}");
+    // The old approval, and the old version, can no longer be used.
+    let (s, e) = step(&th, &key, &v1_id, 1, "execute").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, e) = approve(&th, &key, &v1, 1, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, e) = step(&th, &key, &v2_id, 1, "execute").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no valid approval"),
+        "{e}"
+    );
+    let kinds = plan_audit(&th, &v1_id).await;
+    assert!(
+        kinds.contains(&"approvals_invalidated".to_string()),
+        "{kinds:?}"
+    );
+    // A revision that changes nothing, or of a finished plan, is refused.
+    let r = http_client()
+        .post(th.url(&format!("/api/v1/plans/{v2_id}/revise")))
+        .bearer_auth(&key)
+        .json(&json!({"title": "check ssh", "steps": [
+            {"action": "host.unit_status", "params": {"node": node, "unit": "sshd.service"}}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = http_client()
+        .post(th.url(&format!("/api/v1/plans/{v1_id}/revise")))
+        .bearer_auth(&key)
+        .json(&json!({"steps": [{"manual": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    agent.stop().await;
+
     // The dashboard shows the plans; the policy page renders.
     let html = client
         .get(th.url(&format!("/incidents/{incident}")))

@@ -473,6 +473,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/plans/{id}/steps/{n}/done", post(plans::done_api))
         .route("/api/v1/plans/{id}/reject", post(plans::reject_api))
+        .route("/api/v1/plans/{id}/revise", post(plans::revise_api))
+        .route("/plans/{id}/revise", post(plans::revise_form))
         .route("/plans/{id}/steps/{n}/approve", post(plans::approve_form))
         .route("/plans/{id}/steps/{n}/execute", post(plans::execute_form))
         .route("/plans/{id}/steps/{n}/done", post(plans::done_form))

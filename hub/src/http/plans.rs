@@ -412,6 +412,86 @@ pub(super) async fn reject_api(
     act_api(&state, &user, &headers, &id, PlanRequest::Reject(b)).await
 }
 
+/// A revision: the new title (optional) and steps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReviseBody {
+    #[serde(default)]
+    title: Option<String>,
+    steps: Vec<Value>,
+}
+
+async fn revise(
+    state: &AppState,
+    user: &CurrentUser,
+    id: &str,
+    body: ReviseBody,
+) -> Result<PlanView, ApiError> {
+    no_viewers(user)?;
+    let steps = operator_steps(&body.steps)?;
+    Ok(state
+        .hub
+        .control
+        .revise(id, body.title, steps, &format!("user:{}", user.user.name))
+        .await?)
+}
+
+/// `POST /api/v1/plans/{id}/revise`: a new version; the old one's
+/// approvals are void.
+pub(super) async fn revise_api(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api_csrf(&user, &headers)?;
+    if body.len() > MAX_DOC {
+        return Err(ApiError::BadRequest("the plan is too large".into()));
+    }
+    let body: ReviseBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid revision: {e}")))?;
+    let v = revise(&state, &user, &id, body).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "plan": v }))).into_response())
+}
+
+/// The revision form: the plan JSON.
+#[derive(Debug, Deserialize)]
+pub(super) struct ReviseForm {
+    #[serde(default)]
+    csrf: String,
+    plan: String,
+}
+
+/// `POST /plans/{id}/revise`.
+pub(super) async fn revise_form(
+    State(state): State<AppState>,
+    user: Result<CurrentUser, ApiError>,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<ReviseForm>,
+) -> Result<Response, ApiError> {
+    let user = match form_user(user, &f.csrf)? {
+        Ok(u) => u,
+        Err(r) => return Ok(r),
+    };
+    if f.plan.len() > MAX_DOC {
+        return form_error(&state, ApiError::BadRequest("the plan is too large".into()));
+    }
+    let body = match serde_json::from_str::<ReviseBody>(&f.plan) {
+        Ok(b) => b,
+        Err(e) => {
+            return form_error(
+                &state,
+                ApiError::BadRequest(format!("the plan is not valid JSON: {e}")),
+            );
+        }
+    };
+    match revise(&state, &user, &id, body).await {
+        Ok(v) => Ok(back_to(&v)),
+        Err(e) => form_error(&state, e),
+    }
+}
+
 // --- dashboard forms -------------------------------------------------------
 
 /// The proposal form on the incident page.
