@@ -489,6 +489,37 @@ async fn plan_requests_are_checked_at_the_http_edge() {
         StatusCode::FORBIDDEN,
         "policy form without CSRF"
     );
+    // Bad bodies get a sentence, as JSON.
+    for (path, body) in [
+        (
+            format!("/api/v1/plans/{pid2}/steps/1/approve"),
+            "{\"plan_hash\": 1",
+        ),
+        (
+            format!("/api/v1/plans/{pid2}/reject"),
+            "{\"step\": \"one\"}",
+        ),
+        (format!("/api/v1/plans/{pid2}/revise"), "{\"steps\": \"x\"}"),
+        (
+            format!("/api/v1/incidents/{incident}/plans"),
+            "{\"nope\": true}",
+        ),
+    ] {
+        let r = http_client()
+            .post(th.url(&path))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"].as_str().unwrap().starts_with("invalid "),
+            "{path}: {e}"
+        );
+    }
     // A manual step is never approved for execution.
     let (s, e) = approve(&th, &key, &p["plan"], 1, None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");

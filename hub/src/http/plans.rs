@@ -22,6 +22,15 @@ use crate::plans::{ControlConfig, ControlError, PlanSubject, PlanView, Requester
 /// Largest plan or policy document accepted, bytes.
 const MAX_DOC: usize = 64 * 1024;
 
+/// Parses a JSON document of at most [`MAX_DOC`] bytes (an API body or a
+/// form's JSON field); the error names `what` and is a 400.
+fn json_doc<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    if bytes.len() > MAX_DOC {
+        return Err(ApiError::BadRequest(format!("the {what} is too large")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
@@ -237,11 +246,7 @@ pub(super) async fn propose_api(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     api_csrf(&user, &headers)?;
-    if body.len() > MAX_DOC {
-        return Err(ApiError::BadRequest("the plan is too large".into()));
-    }
-    let body: ProposeBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid plan request: {e}")))?;
+    let body: ProposeBody = json_doc(&body, "plan request")?;
     let v = propose(&state, &user, &id, body).await?;
     Ok((StatusCode::CREATED, Json(json!({ "plan": v }))).into_response())
 }
@@ -376,8 +381,10 @@ pub(super) async fn approve_api(
     user: CurrentUser,
     headers: HeaderMap,
     Path((id, n)): Path<(String, usize)>,
-    Json(b): Json<ApproveBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    api_csrf(&user, &headers)?;
+    let b: ApproveBody = json_doc(&body, "approval")?;
     act_api(&state, &user, &headers, &id, PlanRequest::Approve(n, b)).await
 }
 
@@ -407,8 +414,10 @@ pub(super) async fn reject_api(
     user: CurrentUser,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<RejectBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    api_csrf(&user, &headers)?;
+    let b: RejectBody = json_doc(&body, "rejection")?;
     act_api(&state, &user, &headers, &id, PlanRequest::Reject(b)).await
 }
 
@@ -446,11 +455,7 @@ pub(super) async fn revise_api(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     api_csrf(&user, &headers)?;
-    if body.len() > MAX_DOC {
-        return Err(ApiError::BadRequest("the plan is too large".into()));
-    }
-    let body: ReviseBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid revision: {e}")))?;
+    let body: ReviseBody = json_doc(&body, "revision")?;
     let v = revise(&state, &user, &id, body).await?;
     Ok((StatusCode::CREATED, Json(json!({ "plan": v }))).into_response())
 }
@@ -474,17 +479,9 @@ pub(super) async fn revise_form(
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if f.plan.len() > MAX_DOC {
-        return form_error(&state, ApiError::BadRequest("the plan is too large".into()));
-    }
-    let body = match serde_json::from_str::<ReviseBody>(&f.plan) {
+    let body = match json_doc::<ReviseBody>(f.plan.as_bytes(), "plan") {
         Ok(b) => b,
-        Err(e) => {
-            return form_error(
-                &state,
-                ApiError::BadRequest(format!("the plan is not valid JSON: {e}")),
-            );
-        }
+        Err(e) => return form_error(&state, e),
     };
     match revise(&state, &user, &id, body).await {
         Ok(v) => Ok(back_to(&v)),
@@ -550,26 +547,16 @@ pub(super) async fn propose_form(
             title: None,
             steps: None,
         },
-        "operator" => {
-            if f.plan.len() > MAX_DOC {
-                return form_error(&state, ApiError::BadRequest("the plan is too large".into()));
+        "operator" => match json_doc::<ProposeBody>(f.plan.as_bytes(), "plan") {
+            Ok(b) if b.steps.is_some() && b.skill.is_none() && !b.model => b,
+            Ok(_) => {
+                return form_error(
+                    &state,
+                    ApiError::BadRequest("an operator plan has a title and steps".into()),
+                );
             }
-            match serde_json::from_str::<ProposeBody>(&f.plan) {
-                Ok(b) if b.steps.is_some() && b.skill.is_none() && !b.model => b,
-                Ok(_) => {
-                    return form_error(
-                        &state,
-                        ApiError::BadRequest("an operator plan has a title and steps".into()),
-                    );
-                }
-                Err(e) => {
-                    return form_error(
-                        &state,
-                        ApiError::BadRequest(format!("the plan is not valid JSON: {e}")),
-                    );
-                }
-            }
-        }
+            Err(e) => return form_error(&state, e),
+        },
         _ => return form_error(&state, ApiError::BadRequest("unknown plan source".into())),
     };
     match propose(&state, &user, &id, body).await {
@@ -645,11 +632,7 @@ pub(super) async fn policy_put_api(
             "only administrators may change the control policy".into(),
         ));
     }
-    if body.len() > MAX_DOC {
-        return Err(ApiError::BadRequest("the policy is too large".into()));
-    }
-    let cfg: ControlConfig = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid control policy: {e}")))?;
+    let cfg: ControlConfig = json_doc(&body, "control policy")?;
     state.hub.control.set_policy(cfg, &user.user.name).await?;
     Ok(Json(policy_json(&state)))
 }
